@@ -1,0 +1,3 @@
+"""simsvc: simulation experiments as a service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""`python -m simsvc`: serve the API, the WebSockets and the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from .web import Config, create_app, default_workers
+
+log = logging.getLogger("simsvc")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="python -m simsvc",
+        description="Simulation experiments as a service. Every flag can also be set "
+        "through the SIMSVC_<FLAG> environment variable.",
+    )
+    parser.add_argument("--host", default=env("SIMSVC_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("SIMSVC_PORT", "8000")))
+    parser.add_argument(
+        "--db", default=env("SIMSVC_DB", "simsvc.db"), help="SQLite file, or :memory:"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=int(env("SIMSVC_WORKERS", str(default_workers())))
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["process", "thread", "inline"],
+        default=env("SIMSVC_EXECUTOR", "process"),
+    )
+    parser.add_argument("--log-level", default=env("SIMSVC_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = Config(db_path=args.db, workers=max(1, args.workers), executor=args.executor)
+    base = f"http://{args.host}:{args.port}"
+    log.info("dashboard: %s/   API docs: %s/docs", base, base)
+    web.run_app(create_app(config), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,629 @@
+"""Storage: the one aiosqlite connection, the schema, and every line of SQL.
+
+Results are committed in batches as replications finish. Alongside the rows, the
+running count, mean and sum of squared deviations (Welford/Chan) of every KPI are
+kept per (run, scenario), so aggregates cost O(scenarios), not O(rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypedDict
+
+import aiosqlite
+
+SCHEMA_VERSION = 1
+INGESTED = 0  # run key of rows stored by POST /api/results
+KPIS = ("total_labor_costs", "ontime_delivery_rate")
+ACTIVE = ("queued", "running")
+
+SEED_SCENARIOS = (
+    ("現状シナリオ", "warehouse", {"workers": 5}),
+    ("人員1名追加", "warehouse", {"workers": 6}),
+    ("人員1名削減", "warehouse", {"workers": 4}),
+)
+
+_SCHEMA = """
+CREATE TABLE scenarios (
+    scenario_id   INTEGER PRIMARY KEY,
+    scenario_name TEXT NOT NULL UNIQUE,
+    model         TEXT NOT NULL,
+    params        TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE runs (
+    run_id          INTEGER PRIMARY KEY,
+    status          TEXT NOT NULL,
+    scenario_ids    TEXT NOT NULL,
+    replications    INTEGER NOT NULL,
+    seed            INTEGER NOT NULL,
+    pace_s          REAL NOT NULL,
+    options         TEXT NOT NULL,
+    snapshot        TEXT NOT NULL,
+    done            INTEGER NOT NULL DEFAULT 0,
+    total           INTEGER NOT NULL,
+    created_at      TEXT NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT,
+    error           TEXT,
+    stopped_because TEXT
+);
+CREATE TABLE results (
+    result_id            INTEGER PRIMARY KEY,
+    run_id               INTEGER REFERENCES runs (run_id),
+    scenario_id          INTEGER NOT NULL REFERENCES scenarios (scenario_id),
+    replication          INTEGER NOT NULL,
+    seed                 INTEGER,
+    total_labor_costs    REAL NOT NULL,
+    ontime_delivery_rate REAL NOT NULL,
+    metrics              TEXT NOT NULL,
+    created_at           TEXT NOT NULL,
+    UNIQUE (run_id, scenario_id, replication)
+);
+CREATE INDEX results_by_scenario ON results (scenario_id);
+CREATE TABLE kpi_stats (
+    run_key     INTEGER NOT NULL,
+    scenario_id INTEGER NOT NULL,
+    kpi         TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    mean        REAL NOT NULL,
+    m2          REAL NOT NULL,
+    PRIMARY KEY (run_key, scenario_id, kpi)
+) WITHOUT ROWID;
+"""
+
+
+class DbError(Exception):
+    """A request that the stored data refuses."""
+
+
+class NotFound(DbError):
+    """No row with that id."""
+
+
+class Conflict(DbError):
+    """The request conflicts with what is stored."""
+
+
+class InvalidRows(DbError):
+    """Rows that refer to things that do not exist; nothing was stored."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+class Scenario(TypedDict):
+    scenario_id: int
+    scenario_name: str
+    model: str
+    params: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class Run(TypedDict):
+    run_id: int
+    status: str
+    scenario_ids: list[int]
+    replications: int
+    seed: int
+    pace_s: float
+    options: dict[str, Any]
+    snapshot: dict[str, Any]
+    done: int
+    total: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    stopped_because: str | None
+
+
+class ResultRow(TypedDict):
+    scenario_id: int
+    replication: int
+    seed: int | None
+    total_labor_costs: float
+    ontime_delivery_rate: float
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """Count, mean and sum of squared deviations of one KPI."""
+
+    n: int
+    mean: float
+    m2: float
+
+    def merge(self, other: Moments) -> Moments:
+        """Chan et al.'s pairwise combination of two samples' moments."""
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.n / n
+        m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
+        return Moments(n, mean, m2)
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Moments:
+        """Two-pass moments of a sample, in the order given."""
+        n = len(values)
+        if n == 0:
+            return cls(0, 0.0, 0.0)
+        mean = math.fsum(values) / n
+        m2 = math.fsum((v - mean) ** 2 for v in values)
+        return cls(n, mean, m2)
+
+
+# scenario_id -> kpi -> moments
+ScenarioStats = dict[int, dict[str, Moments]]
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def kpi_values(row: ResultRow) -> dict[str, float]:
+    """Every numeric KPI of a row: the two headline KPIs and its numeric metrics."""
+    values = {kpi: float(row[kpi]) for kpi in KPIS}  # type: ignore[literal-required]
+    for key, value in row["metrics"].items():
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and math.isfinite(value) and key not in values:
+            values[key] = float(value)
+    return values
+
+
+def _stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
+    samples: dict[int, dict[str, list[float]]] = {}
+    for row in rows:
+        per_kpi = samples.setdefault(row["scenario_id"], {})
+        for kpi, value in kpi_values(row).items():
+            per_kpi.setdefault(kpi, []).append(value)
+    return {
+        sid: {kpi: Moments.of(vals) for kpi, vals in per_kpi.items()}
+        for sid, per_kpi in samples.items()
+    }
+
+
+class Database:
+    """The service's single SQLite connection; every method is one short transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.generation = 0  # bumped on every write that changes results
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Database:
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        db = cls(conn)
+        try:
+            await db._configure(str(path) == ":memory:")
+            await db._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+    async def _configure(self, in_memory: bool) -> None:
+        if not in_memory:
+            await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        await self._conn.execute("PRAGMA foreign_keys=ON")
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as conn:
+            version = await self._scalar("PRAGMA user_version")
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"database schema {version} is newer than {SCHEMA_VERSION}")
+            if version < 1:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                now = utcnow()
+                await conn.executemany(
+                    "INSERT INTO scenarios (scenario_name, model, params, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(n, m, _dumps(p), now, now) for n, m, p in SEED_SCENARIOS],
+                )
+            await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, args) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock, self._conn.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _one(self, sql: str, args: Sequence[Any], what: str) -> sqlite3.Row:
+        rows = await self._all(sql, args)
+        if not rows:
+            raise NotFound(what)
+        return rows[0]
+
+    async def integrity_check(self) -> str:
+        rows = await self._all("PRAGMA integrity_check")
+        return str(rows[0][0])
+
+    # -- scenarios --------------------------------------------------------------------
+
+    async def list_scenarios(self) -> list[Scenario]:
+        rows = await self._all("SELECT * FROM scenarios ORDER BY scenario_id")
+        return [_scenario(r) for r in rows]
+
+    async def get_scenario(self, scenario_id: int) -> Scenario:
+        row = await self._one(
+            "SELECT * FROM scenarios WHERE scenario_id = ?",
+            (scenario_id,),
+            f"scenario {scenario_id} does not exist",
+        )
+        return _scenario(row)
+
+    async def create_scenario(self, name: str, model: str, params: Mapping[str, Any]) -> Scenario:
+        now = utcnow()
+        async with self._transaction() as conn:
+            try:
+                cursor = await conn.execute(
+                    "INSERT INTO scenarios (scenario_name, model, params, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, model, _dumps(params), now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"a scenario named {name!r} already exists") from exc
+            scenario_id = cursor.lastrowid
+        assert scenario_id is not None
+        return await self.get_scenario(scenario_id)
+
+    async def update_scenario(
+        self, scenario_id: int, name: str, model: str, params: Mapping[str, Any]
+    ) -> Scenario:
+        async with self._transaction() as conn:
+            try:
+                cursor = await conn.execute(
+                    "UPDATE scenarios SET scenario_name = ?, model = ?, params = ?, updated_at = ?"
+                    " WHERE scenario_id = ?",
+                    (name, model, _dumps(params), utcnow(), scenario_id),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"a scenario named {name!r} already exists") from exc
+            if cursor.rowcount == 0:
+                raise NotFound(f"scenario {scenario_id} does not exist")
+            self.generation += 1
+        return await self.get_scenario(scenario_id)
+
+    async def delete_scenario(self, scenario_id: int) -> None:
+        async with self._transaction() as conn:
+            if await self._scalar(
+                "SELECT 1 FROM results WHERE scenario_id = ? LIMIT 1", (scenario_id,)
+            ):
+                raise Conflict(
+                    f"scenario {scenario_id} has stored results; deleting it would orphan them"
+                )
+            for run in await self._active_runs_unlocked():
+                if scenario_id in run["scenario_ids"]:
+                    raise Conflict(f"scenario {scenario_id} is used by run {run['run_id']}")
+            cursor = await conn.execute(
+                "DELETE FROM scenarios WHERE scenario_id = ?", (scenario_id,)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"scenario {scenario_id} does not exist")
+
+    # -- runs -------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        scenario_ids: Sequence[int],
+        replications: int,
+        seed: int,
+        pace_s: float,
+        options: Mapping[str, Any],
+        snapshot: Mapping[str, Any],
+    ) -> Run:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO runs (status, scenario_ids, replications, seed, pace_s, options,"
+                " snapshot, total, created_at) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _dumps(list(scenario_ids)),
+                    replications,
+                    seed,
+                    pace_s,
+                    _dumps(options),
+                    _dumps(snapshot),
+                    len(scenario_ids) * replications,
+                    utcnow(),
+                ),
+            )
+            run_id = cursor.lastrowid
+        assert run_id is not None
+        return await self.get_run(run_id)
+
+    async def get_run(self, run_id: int) -> Run:
+        row = await self._one(
+            "SELECT * FROM runs WHERE run_id = ?", (run_id,), f"run {run_id} does not exist"
+        )
+        return _run(row)
+
+    async def list_runs(self, limit: int = 1000) -> list[Run]:
+        rows = await self._all("SELECT * FROM runs ORDER BY run_id DESC LIMIT ?", (limit,))
+        return [_run(r) for r in rows]
+
+    async def _active_runs_unlocked(self) -> list[Run]:
+        async with self._conn.execute(
+            "SELECT * FROM runs WHERE status IN ('queued', 'running')"
+        ) as cursor:
+            return [_run(r) for r in await cursor.fetchall()]
+
+    async def mark_started(self, run_id: int) -> Run:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE runs SET status = 'running', started_at = coalesce(started_at, ?),"
+                " finished_at = NULL, error = NULL WHERE run_id = ?",
+                (utcnow(), run_id),
+            )
+        return await self.get_run(run_id)
+
+    async def finish_run(
+        self, run_id: int, status: str, error: str | None = None, stopped_because: str | None = None
+    ) -> Run:
+        """Record a run's end and recompute its statistics exactly from its rows."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?, stopped_because = ?"
+                " WHERE run_id = ?",
+                (status, utcnow(), error, stopped_because, run_id),
+            )
+            rows = await self._run_rows_unlocked(run_id)
+            await conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (run_id,))
+            await self._write_stats(run_id, _stats_of_rows(rows))
+            self.generation += 1
+        return await self.get_run(run_id)
+
+    async def update_run_plan(
+        self, run_id: int, replications: int, options: Mapping[str, Any]
+    ) -> Run:
+        """Set a run's target replication count (extend, precision) and its options."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE runs SET replications = ?, options = ?,"
+                " total = ? * json_array_length(scenario_ids) WHERE run_id = ?",
+                (replications, _dumps(options), replications, run_id),
+            )
+        return await self.get_run(run_id)
+
+    async def interrupt_active_runs(self) -> list[int]:
+        """Mark runs left queued or running (by a crash or a shutdown) as interrupted."""
+        async with self._transaction() as conn:
+            async with conn.execute(
+                "SELECT run_id FROM runs WHERE status IN ('queued', 'running')"
+            ) as cursor:
+                ids = [int(r[0]) for r in await cursor.fetchall()]
+            await conn.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?,"
+                " error = coalesce(error, 'the service stopped before the run finished')"
+                " WHERE status IN ('queued', 'running')",
+                (utcnow(),),
+            )
+        return ids
+
+    # -- results ----------------------------------------------------------------------
+
+    async def store_results(self, run_id: int, rows: Sequence[ResultRow]) -> int:
+        """Commit one batch of a run's replications; returns the run's new done count."""
+        async with self._transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
+                " ontime_delivery_rate, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _result_tuples(run_id, rows),
+            )
+            await self._add_stats(run_id, _stats_of_rows(rows))
+            await conn.execute(
+                "UPDATE runs SET done = done + ? WHERE run_id = ?", (len(rows), run_id)
+            )
+            done = int(await self._scalar("SELECT done FROM runs WHERE run_id = ?", (run_id,)))
+            self.generation += 1
+        return done
+
+    async def ingest_results(self, rows: Sequence[ResultRow]) -> int:
+        """Store rows from an outside simulator, all or nothing."""
+        async with self._transaction() as conn:
+            async with conn.execute("SELECT scenario_id FROM scenarios") as cursor:
+                known = {int(r[0]) for r in await cursor.fetchall()}
+            errors = [
+                {
+                    "field": f"[{i}].scenario_id",
+                    "message": f"scenario {r['scenario_id']} does not exist",
+                }
+                for i, r in enumerate(rows)
+                if r["scenario_id"] not in known
+            ]
+            if errors:
+                raise InvalidRows(errors)
+            await conn.executemany(
+                "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
+                " ontime_delivery_rate, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _result_tuples(None, rows),
+            )
+            await self._add_stats(INGESTED, _stats_of_rows(rows))
+            self.generation += 1
+        return len(rows)
+
+    async def run_results(self, run_id: int) -> list[ResultRow]:
+        await self.get_run(run_id)
+        async with self._lock:
+            return await self._run_rows_unlocked(run_id)
+
+    async def _run_rows_unlocked(self, run_id: int) -> list[ResultRow]:
+        async with self._conn.execute(
+            "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
+            " metrics FROM results WHERE run_id = ? ORDER BY scenario_id, replication",
+            (run_id,),
+        ) as cursor:
+            return [_result(r) for r in await cursor.fetchall()]
+
+    async def stored_replications(self, run_id: int) -> set[tuple[int, int]]:
+        """The (scenario_id, replication) pairs a run has stored."""
+        rows = await self._all(
+            "SELECT scenario_id, replication FROM results WHERE run_id = ?", (run_id,)
+        )
+        return {(int(r[0]), int(r[1])) for r in rows}
+
+    async def scenario_stats(self, run_id: int | None = None) -> ScenarioStats:
+        """Per-scenario moments of every KPI, over one run or over everything stored."""
+        if run_id is None:
+            rows = await self._all(
+                "SELECT scenario_id, kpi, n, mean, m2 FROM kpi_stats ORDER BY run_key"
+            )
+        else:
+            rows = await self._all(
+                "SELECT scenario_id, kpi, n, mean, m2 FROM kpi_stats WHERE run_key = ?",
+                (run_id,),
+            )
+        stats: ScenarioStats = {}
+        for sid, kpi, n, mean, m2 in rows:
+            per_kpi = stats.setdefault(int(sid), {})
+            per_kpi[kpi] = per_kpi.get(kpi, Moments(0, 0.0, 0.0)).merge(Moments(n, mean, m2))
+        return stats
+
+    async def scenario_names(self) -> dict[int, str]:
+        rows = await self._all("SELECT scenario_id, scenario_name FROM scenarios")
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    async def _add_stats(self, run_key: int, batch: ScenarioStats) -> None:
+        async with self._conn.execute(
+            "SELECT scenario_id, kpi, n, mean, m2 FROM kpi_stats WHERE run_key = ?", (run_key,)
+        ) as cursor:
+            existing = {
+                (int(r[0]), str(r[1])): Moments(r[2], r[3], r[4]) for r in await cursor.fetchall()
+            }
+        merged: ScenarioStats = {}
+        for sid, per_kpi in batch.items():
+            for kpi, moments in per_kpi.items():
+                old = existing.get((sid, kpi), Moments(0, 0.0, 0.0))
+                merged.setdefault(sid, {})[kpi] = old.merge(moments)
+        await self._write_stats(run_key, merged)
+
+    async def _write_stats(self, run_key: int, stats: ScenarioStats) -> None:
+        await self._conn.executemany(
+            "INSERT OR REPLACE INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (run_key, sid, kpi, m.n, m.mean, m.m2)
+                for sid, per_kpi in stats.items()
+                for kpi, m in per_kpi.items()
+            ],
+        )
+
+
+class _Transaction:
+    """`async with db._transaction() as conn`: BEGIN IMMEDIATE ... COMMIT under the lock."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> aiosqlite.Connection:
+        await self._db._lock.acquire()
+        try:
+            await self._db._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._db._lock.release()
+            raise
+        return self._db._conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                await self._db._conn.execute("COMMIT")
+            else:
+                await self._db._conn.execute("ROLLBACK")
+        finally:
+            self._db._lock.release()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _result_tuples(run_id: int | None, rows: Iterable[ResultRow]) -> list[tuple[Any, ...]]:
+    now = utcnow()
+    return [
+        (
+            run_id,
+            r["scenario_id"],
+            r["replication"],
+            r["seed"],
+            r["total_labor_costs"],
+            r["ontime_delivery_rate"],
+            _dumps(r["metrics"]),
+            now,
+        )
+        for r in rows
+    ]
+
+
+def _scenario(row: sqlite3.Row) -> Scenario:
+    return Scenario(
+        scenario_id=row["scenario_id"],
+        scenario_name=row["scenario_name"],
+        model=row["model"],
+        params=json.loads(row["params"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _run(row: sqlite3.Row) -> Run:
+    return Run(
+        run_id=row["run_id"],
+        status=row["status"],
+        scenario_ids=json.loads(row["scenario_ids"]),
+        replications=row["replications"],
+        seed=row["seed"],
+        pace_s=row["pace_s"],
+        options=json.loads(row["options"]),
+        snapshot=json.loads(row["snapshot"]),
+        done=row["done"],
+        total=row["total"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=row["error"],
+        stopped_because=row["stopped_because"],
+    )
+
+
+def _result(row: sqlite3.Row) -> ResultRow:
+    return ResultRow(
+        scenario_id=row["scenario_id"],
+        replication=row["replication"],
+        seed=row["seed"],
+        total_labor_costs=row["total_labor_costs"],
+        ontime_delivery_rate=row["ontime_delivery_rate"],
+        metrics=json.loads(row["metrics"]),
+    )

@@ -1,0 +1,473 @@
+"""The OpenAPI 3.1 description of the HTTP interface.
+
+The request schemas here are the ones `web` validates bodies with, so the documented
+and the enforced interface cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import __version__
+from .sim import Model
+
+MAX_SQLITE_INT = 2**63 - 1
+MAX_REPLICATIONS = 100_000
+MAX_SCENARIOS_PER_RUN = 1_000
+MAX_INGEST_ROWS = 100_000
+MAX_BODY_BYTES = 1 << 20
+MAX_NAME_LENGTH = 200
+
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+RUN_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "scenario_ids": {
+            "type": "array",
+            "items": _ID,
+            "minItems": 1,
+            "maxItems": MAX_SCENARIOS_PER_RUN,
+            "uniqueItems": True,
+            "description": "scenarios to run (default: all)",
+        },
+        "replications": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_REPLICATIONS,
+            "default": 3,
+            "description": "replications per scenario",
+        },
+        "seed": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SQLITE_INT,
+            "description": "base seed (default: random, recorded on the run)",
+        },
+        "pace_s": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 60,
+            "default": 0,
+            "description": "seconds to wait after each replication, for demos",
+        },
+    },
+}
+
+SCENARIO_FIELDS: dict[str, Any] = {
+    "scenario_name": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_LENGTH,
+        "pattern": r"\S",
+    },
+    "model": {"type": "string", "description": "a name from GET /api/models"},
+    "params": {
+        "type": "object",
+        "description": "the model's params; missing ones take the model's defaults",
+    },
+}
+
+SCENARIO_CREATE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scenario_name"],
+    "properties": SCENARIO_FIELDS,
+}
+
+SCENARIO_PATCH: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": SCENARIO_FIELDS,
+}
+
+INGEST_ROW: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scenario_id", "replication", "total_labor_costs", "ontime_delivery_rate"],
+    "properties": {
+        "scenario_id": _ID,
+        "replication": {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT},
+        "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SQLITE_INT},
+        "total_labor_costs": {"type": "number", "minimum": 0},
+        "ontime_delivery_rate": {"type": "number", "minimum": 0, "maximum": 1},
+        "metrics": {"type": "object"},
+    },
+}
+
+INGEST_REQUEST: dict[str, Any] = {
+    "type": "array",
+    "items": INGEST_ROW,
+    "minItems": 1,
+    "maxItems": MAX_INGEST_ROWS,
+}
+
+PROBLEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+SUMMARY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "n": {"type": "integer"},
+        "mean": _NULLABLE_NUMBER,
+        "std": _NULLABLE_NUMBER,
+        "ci95": _NULLABLE_NUMBER,
+    },
+}
+
+AGGREGATE: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "scenario_id",
+        "scenario_name",
+        "replications",
+        "average_total_costs",
+        "average_delivery_rate",
+        "total_costs_std",
+        "delivery_rate_std",
+        "total_costs_ci95",
+        "delivery_rate_ci95",
+    ],
+    "properties": {
+        "scenario_id": {"type": "integer"},
+        "scenario_name": {"type": "string"},
+        "replications": {"type": "integer"},
+        "average_total_costs": {"type": "number"},
+        "average_delivery_rate": {"type": "number"},
+        "total_costs_std": _NULLABLE_NUMBER,
+        "delivery_rate_std": _NULLABLE_NUMBER,
+        "total_costs_ci95": _NULLABLE_NUMBER,
+        "delivery_rate_ci95": _NULLABLE_NUMBER,
+        "metrics": {
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/Summary"},
+            "description": "n, mean, std and ci95 of every numeric KPI and metric",
+        },
+    },
+}
+
+SCENARIO: dict[str, Any] = {
+    "type": "object",
+    "required": ["scenario_id", "scenario_name", "model", "params"],
+    "properties": {
+        "scenario_id": {"type": "integer"},
+        "scenario_name": {"type": "string"},
+        "model": {"type": "string"},
+        "params": {"type": "object"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+RUN: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "run_id",
+        "status",
+        "scenario_ids",
+        "replications",
+        "seed",
+        "done",
+        "total",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+    ],
+    "properties": {
+        "run_id": {"type": "integer"},
+        "status": {
+            "type": "string",
+            "enum": ["queued", "running", "completed", "failed", "cancelled", "interrupted"],
+        },
+        "scenario_ids": {"type": "array", "items": {"type": "integer"}},
+        "replications": {"type": "integer"},
+        "seed": {"type": "integer"},
+        "pace_s": {"type": "number"},
+        "done": {"type": "integer"},
+        "total": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": _TIME,
+        "finished_at": _TIME,
+        "error": {"type": ["string", "null"]},
+        "stopped_because": {"type": ["string", "null"]},
+        "seed_scheme": {"type": "string"},
+        "scenarios": {
+            "type": "object",
+            "description": "the params snapshot the run used, by scenario_id",
+        },
+    },
+}
+
+RESULT_ROW: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "scenario_id",
+        "replication",
+        "seed",
+        "total_labor_costs",
+        "ontime_delivery_rate",
+        "metrics",
+    ],
+    "properties": {
+        "scenario_id": {"type": "integer"},
+        "replication": {"type": "integer"},
+        "seed": {"type": ["integer", "null"]},
+        "total_labor_costs": {"type": "number"},
+        "ontime_delivery_rate": {"type": "number"},
+        "metrics": {"type": "object"},
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Mapping[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    reasons = {
+        400: "malformed request (bad JSON, invalid UTF-8, bad query parameter)",
+        401: "missing or wrong bearer token",
+        404: "no such resource",
+        409: "conflicts with the current state",
+        413: f"body over {MAX_BODY_BYTES} bytes",
+        422: "a field with a wrong name, type or range; `errors` names each field",
+    }
+    problem = {"content": {"application/problem+json": {"schema": _ref("Problem")}}}
+    return {str(c): {"description": reasons[c], **problem} for c in codes}
+
+
+def _body(schema: Mapping[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _path_id(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every HTTP route."""
+    run_id, scenario_id = _path_id("run_id"), _path_id("scenario_id")
+    run_query = {
+        "name": "run_id",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer"},
+        "description": "restrict the aggregates to one run",
+    }
+    paths: dict[str, Any] = {
+        "/api/health": {
+            "get": _operation(
+                "Liveness and version",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "status": {"const": "ok"},
+                                "version": {"type": "string"},
+                            },
+                        }
+                    )
+                },
+            )
+        },
+        "/api/models": {
+            "get": _operation(
+                "The models and their params schemas",
+                {
+                    "200": _json({"type": "array", "items": _ref("Model")}),
+                },
+            )
+        },
+        "/api/scenarios": {
+            "get": _operation(
+                "List scenarios", {"200": _json({"type": "array", "items": _ref("Scenario")})}
+            ),
+            "post": _operation(
+                "Create a scenario",
+                {"201": _json(_ref("Scenario"), "Created"), **_problems(400, 409, 413, 422)},
+                requestBody=_body(_ref("ScenarioCreate")),
+            ),
+        },
+        "/api/scenarios/{scenario_id}": {
+            "parameters": [scenario_id],
+            "get": _operation("One scenario", {"200": _json(_ref("Scenario")), **_problems(404)}),
+            "patch": _operation(
+                "Change a scenario (stored results keep the params they were run with)",
+                {"200": _json(_ref("Scenario")), **_problems(400, 404, 409, 413, 422)},
+                requestBody=_body(_ref("ScenarioPatch")),
+            ),
+            "delete": _operation(
+                "Delete a scenario that has no results",
+                {"204": {"description": "Deleted"}, **_problems(404, 409)},
+            ),
+        },
+        "/api/simulations": {
+            "get": _operation(
+                "The runs, newest first", {"200": _json({"type": "array", "items": _ref("Run")})}
+            ),
+            "post": _operation(
+                "Start a run: every scenario (or those named) x replications, in the background",
+                {
+                    "202": {
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["message", "run_id", "run"],
+                                "properties": {
+                                    "message": {"const": "Simulation started."},
+                                    "run_id": {"type": "integer"},
+                                    "run": _ref("Run"),
+                                },
+                            },
+                            "Accepted",
+                        ),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **_problems(400, 409, 413, 422),
+                },
+                requestBody=_body(_ref("RunRequest"), required=False),
+            ),
+        },
+        "/api/simulations/{run_id}": {
+            "parameters": [run_id],
+            "get": _operation("One run", {"200": _json(_ref("Run")), **_problems(404)}),
+        },
+        "/api/simulations/{run_id}/cancel": {
+            "parameters": [run_id],
+            "post": _operation(
+                "Stop a queued or running run; finished replications stay stored",
+                {"200": _json(_ref("Run")), **_problems(404, 409)},
+            ),
+        },
+        "/api/simulations/{run_id}/results": {
+            "parameters": [
+                run_id,
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                },
+            ],
+            "get": _operation(
+                "One row per replication (CSV with Accept: text/csv or ?format=csv)",
+                {
+                    "200": {
+                        "description": "OK",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": _ref("ResultRow")}
+                            },
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_problems(400, 404),
+                },
+            ),
+        },
+        "/api/results": {
+            "get": _operation(
+                "Per-scenario aggregates over all stored results (or one run's)",
+                {
+                    "200": _json({"type": "array", "items": _ref("Aggregate")}),
+                    **_problems(400, 404),
+                },
+                parameters=[run_query],
+            ),
+            "post": _operation(
+                "Store replications computed elsewhere, all or nothing",
+                {
+                    "201": _json(
+                        {"type": "object", "properties": {"inserted": {"type": "integer"}}},
+                        "Created",
+                    ),
+                    **_problems(400, 413, 422),
+                },
+                requestBody=_body(_ref("IngestRequest")),
+            ),
+        },
+        "/api/notify-completion": {
+            "post": _operation(
+                "Broadcast the aggregate list to every /ws/results client",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"message": {"const": "Notification sent."}},
+                        }
+                    )
+                },
+            ),
+        },
+    }
+    schemas: dict[str, Any] = {
+        "Problem": PROBLEM,
+        "Summary": SUMMARY,
+        "Aggregate": AGGREGATE,
+        "Scenario": SCENARIO,
+        "ScenarioCreate": SCENARIO_CREATE,
+        "ScenarioPatch": SCENARIO_PATCH,
+        "Run": RUN,
+        "RunRequest": RUN_REQUEST,
+        "ResultRow": RESULT_ROW,
+        "IngestRow": INGEST_ROW,
+        "IngestRequest": {**INGEST_REQUEST, "items": _ref("IngestRow")},
+        "Model": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "params": {"type": "object"},
+                "kpis": {"type": "array"},
+            },
+        },
+    }
+    for name, model in models.items():
+        schemas[f"Params.{name}"] = model.params_schema
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "simsvc",
+            "version": __version__,
+            "description": (
+                "Runs simulation experiments: scenarios x replications in the background, "
+                "every replication committed to SQLite, per-scenario statistics with 95% "
+                "Student-t intervals, and live updates over WebSocket (`/ws/results` sends "
+                "the aggregate list; `/ws/events` sends typed events). Errors are "
+                "`application/problem+json` (RFC 9457). The params of each model are "
+                "described under `components.schemas.Params.<model>`."
+            ),
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,60 @@
+"""JSON Schema validation that reports each problem as a field and a message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+
+class FieldError(TypedDict):
+    field: str
+    message: str
+
+
+class InvalidInput(Exception):
+    """A well-formed value that breaks its schema: a wrong field, type or range."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+def _field(error: ValidationError, prefix: str) -> str:
+    path = prefix
+    for part in error.absolute_path:
+        path = f"{path}[{part}]" if isinstance(part, int) else (f"{path}.{part}" if path else part)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = error.schema.get("properties", {})
+        extra = sorted(k for k in error.instance if k not in allowed)
+        if extra:
+            return f"{path}.{extra[0]}" if path else extra[0]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.schema.get("required", []) if k not in error.instance]
+        if missing:
+            return f"{path}.{missing[0]}" if path else missing[0]
+    return path or "body"
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+class Checker:
+    """A compiled schema: `check(value)` raises InvalidInput with every field at fault."""
+
+    def __init__(self, schema: Mapping[str, Any], prefix: str = "") -> None:
+        Draft202012Validator.check_schema(schema)
+        self._validator = Draft202012Validator(schema)
+        self._prefix = prefix
+
+    def errors(self, value: Any) -> list[FieldError]:
+        found = sorted(self._validator.iter_errors(value), key=lambda e: list(map(str, e.path)))
+        return [FieldError(field=_field(e, self._prefix), message=_short(e.message)) for e in found]
+
+    def check(self, value: Any) -> None:
+        errors = self.errors(value)
+        if errors:
+            raise InvalidInput(errors)

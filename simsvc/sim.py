@@ -1,0 +1,522 @@
+"""Simulation: the models, their registry, and the runner that executes runs.
+
+A model is a pure function of (params, random stream). Replication `r` of a run with
+seed `s` always draws from `numpy.random.default_rng([s, r])`, whichever scenario,
+worker or executor computes it, so scenarios share common random numbers and a seed
+reproduces a run bit for bit.
+
+The runner knows nothing of storage or sockets: it is handed a `RunSink` and reports
+to it as chunks of replications come back from the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import logging
+import math
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar
+
+import numpy as np
+
+from .schema import Checker
+
+log = logging.getLogger(__name__)
+
+SEED_SCHEME = "numpy.random.default_rng([seed, replication]) (PCG64 seeded by SeedSequence)"
+HEADLINE_KPIS = ("total_labor_costs", "ontime_delivery_rate")
+T = TypeVar("T")
+
+
+class ModelError(Exception):
+    """A model broke its contract, for example by returning a non-finite KPI."""
+
+
+class Kpi(TypedDict):
+    name: str
+    direction: Literal["min", "max"]
+
+
+class Replication(TypedDict):
+    scenario_id: int
+    replication: int
+    seed: int | None
+    total_labor_costs: float
+    ontime_delivery_rate: float
+    metrics: dict[str, Any]
+
+
+def stream(seed: int, replication: int) -> np.random.Generator:
+    """The random stream of one replication, shared by every scenario of the run."""
+    return np.random.default_rng([seed, replication])
+
+
+# -- models ---------------------------------------------------------------------------
+
+
+class Model:
+    """Base of every model: a name, a version, a params schema, KPIs and `simulate`."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    description: ClassVar[str] = ""
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+    kpis: ClassVar[tuple[Kpi, ...]] = (
+        Kpi(name="total_labor_costs", direction="min"),
+        Kpi(name="ontime_delivery_rate", direction="max"),
+    )
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        props = self.params_schema.get("properties", {})
+        return {k: v["default"] for k, v in props.items() if "default" in v}
+
+    def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "params": self.params_schema,
+            "kpis": list(self.kpis),
+        }
+
+
+def _number(
+    minimum: float | None = None, *, exclusive: bool = False, **extra: Any
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number", **extra}
+    if minimum is not None:
+        schema["exclusiveMinimum" if exclusive else "minimum"] = minimum
+    return schema
+
+
+class WarehouseModel(Model):
+    """One shift of order picking: Poisson orders, exponential picks, FCFS pickers."""
+
+    name = "warehouse"
+    version = "1.0.0"
+    description = (
+        "One shift of order picking. Orders arrive as a Poisson process during the shift; "
+        "`workers` pickers serve them first-come first-served with exponential pick times; "
+        "everyone stays until the last order is done, and overtime is paid at a premium."
+    )
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "workers": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1000,
+                "default": 5,
+                "description": "pickers on the shift",
+            },
+            "shift_hours": _number(
+                0, exclusive=True, maximum=24, default=8, description="paid shift length (hours)"
+            ),
+            "hourly_wage": _number(
+                0, maximum=1e12, default=225, description="wage per worker-hour"
+            ),
+            "overtime_premium": _number(
+                1, maximum=1000, default=1.25, description="multiplier on overtime hours"
+            ),
+            "orders_per_hour": _number(
+                0,
+                exclusive=True,
+                maximum=100000,
+                default=46,
+                description="Poisson arrival rate of orders during the shift",
+            ),
+            "mean_pick_minutes": _number(
+                0,
+                exclusive=True,
+                maximum=1e6,
+                default=6,
+                description="mean of the exponential pick time of one order (minutes)",
+            ),
+            "due_minutes": _number(
+                0,
+                exclusive=True,
+                maximum=1e9,
+                default=25,
+                description="an order is on time if done within this many minutes of arrival",
+            ),
+        },
+    }
+    kpis = (
+        *Model.kpis,
+        Kpi(name="overtime_hours", direction="min"),
+        Kpi(name="mean_wait_minutes", direction="min"),
+    )
+
+    def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        workers = int(params["workers"])
+        shift_hours = float(params["shift_hours"])
+        shift_minutes = shift_hours * 60.0
+        orders = int(rng.poisson(float(params["orders_per_hour"]) * shift_hours))
+        arrivals = np.sort(rng.uniform(0.0, shift_minutes, orders))
+        picks = rng.exponential(float(params["mean_pick_minutes"]), orders)
+        starts, end_minutes = _fcfs_starts(arrivals.tolist(), picks.tolist(), workers)
+        overtime = max(0.0, end_minutes / 60.0 - shift_hours)
+        paid_hours = shift_hours + overtime
+        wage = float(params["hourly_wage"])
+        if orders:
+            start = np.asarray(starts)
+            late = start + picks - arrivals > float(params["due_minutes"])
+            ontime = 1.0 - float(np.count_nonzero(late)) / orders
+            mean_wait = float(np.mean(start - arrivals))
+        else:
+            ontime, mean_wait = 1.0, 0.0
+        return {
+            "total_labor_costs": wage
+            * workers
+            * (shift_hours + float(params["overtime_premium"]) * overtime),
+            "ontime_delivery_rate": ontime,
+            "orders": orders,
+            "overtime_hours": overtime,
+            "mean_wait_minutes": mean_wait,
+            "utilization": float(np.sum(picks)) / (workers * 60.0 * paid_hours),
+        }
+
+
+def _fcfs_starts(
+    arrivals: list[float], picks: list[float], servers: int
+) -> tuple[list[float], float]:
+    """Start times of a FCFS multi-server queue, and when the last job ends.
+
+    The heap holds each picker's next free time; the oldest waiting order goes to the
+    picker free soonest, which is exactly first-come first-served with idle pickers
+    taking the oldest order.
+    """
+    free = [0.0] * min(servers, max(len(arrivals), 1))
+    starts: list[float] = []
+    append = starts.append
+    replace = heapq.heapreplace
+    for arrival, pick in zip(arrivals, picks, strict=True):
+        soonest = free[0]
+        start = arrival if arrival > soonest else soonest
+        append(start)
+        replace(free, start + pick)
+    return starts, (max(free) if arrivals else 0.0)
+
+
+class UniformModel(Model):
+    """The original virtual client's stand-in: two uniform draws."""
+
+    name = "uniform"
+    version = "1.0.0"
+    description = "Cost uniform on [8000, 12000] and on-time rate uniform on [0.75, 0.95]."
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {},
+    }
+
+    def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        return {
+            "total_labor_costs": float(rng.uniform(8000.0, 12000.0)),
+            "ontime_delivery_rate": float(rng.uniform(0.75, 0.95)),
+        }
+
+
+WAREHOUSE = WarehouseModel()
+UNIFORM = UniformModel()
+
+
+def load_models() -> dict[str, Model]:
+    """The built-in models plus every model registered under `simsvc.models`."""
+    models: dict[str, Model] = {WAREHOUSE.name: WAREHOUSE, UNIFORM.name: UNIFORM}
+    for entry in entry_points(group="simsvc.models"):
+        try:
+            loaded = entry.load()
+            model = loaded() if isinstance(loaded, type) else loaded
+        except Exception:
+            log.exception("could not load model plug-in %s", entry.value)
+            continue
+        if not isinstance(model, Model):
+            log.error("plug-in %s is not a simsvc.sim.Model; skipped", entry.value)
+            continue
+        models[model.name] = model
+    return models
+
+
+MODELS = load_models()
+
+
+class ParamsChecker:
+    """Validates a scenario's params against its model, filling in defaults."""
+
+    def __init__(self, models: Mapping[str, Model]) -> None:
+        self._checkers = {name: Checker(m.params_schema, "params") for name, m in models.items()}
+        self._models = models
+
+    def complete(self, model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        merged = {**self._models[model].defaults, **params}
+        self._checkers[model].check(merged)
+        props = self._models[model].params_schema.get("properties", {})
+        return {
+            k: int(v) if props.get(k, {}).get("type") == "integer" else v for k, v in merged.items()
+        }
+
+
+# -- replications ---------------------------------------------------------------------
+
+# scenario_id -> (model, params)
+ScenarioPlan = dict[int, tuple[Model, dict[str, Any]]]
+
+
+def simulate_chunk(
+    scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int, int]]
+) -> list[Replication]:
+    """Run (scenario_id, replication) pairs; module-level so that any executor can ship it."""
+    rows: list[Replication] = []
+    for scenario_id, replication in pairs:
+        model, params = scenarios[scenario_id]
+        out = model.simulate(params, stream(seed, replication))
+        rows.append(_replication(model, scenario_id, replication, seed, out))
+    return rows
+
+
+def _replication(
+    model: Model, scenario_id: int, replication: int, seed: int, out: Mapping[str, Any]
+) -> Replication:
+    kpis = {}
+    for kpi in HEADLINE_KPIS:
+        value = out.get(kpi)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise ModelError(f"model {model.name} returned {kpi}={value!r}")
+        kpis[kpi] = float(value)
+    metrics = {k: _plain(v) for k, v in out.items() if k not in HEADLINE_KPIS}
+    return Replication(
+        scenario_id=scenario_id,
+        replication=replication,
+        seed=seed,
+        total_labor_costs=kpis["total_labor_costs"],
+        ontime_delivery_rate=kpis["ontime_delivery_rate"],
+        metrics=metrics,
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# -- executors ------------------------------------------------------------------------
+
+ExecutorKind = Literal["process", "thread", "inline"]
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each call at once in the caller's thread: for debugging only, it blocks the loop."""
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+class Backend(Protocol):
+    """Where chunks of replications are computed."""
+
+    workers: int
+
+    async def submit(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class PoolBackend:
+    """A concurrent.futures pool; a process pool broken by a dead worker is rebuilt."""
+
+    def __init__(self, kind: ExecutorKind, workers: int) -> None:
+        self.kind = kind
+        self.workers = workers
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> concurrent.futures.Executor:
+        if self.kind == "process":
+            method = "spawn" if sys.platform == "win32" else "forkserver"
+            return concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context(method)
+            )
+        if self.kind == "thread":
+            return concurrent.futures.ThreadPoolExecutor(self.workers, "simsvc-sim")
+        return InlineExecutor()
+
+    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
+        pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            if pool is self._pool:
+                log.warning("a worker process died; starting a new process pool")
+                self._pool = self._new_pool()
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    async def close(self) -> None:
+        pool = self._pool
+        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+# -- the runner -----------------------------------------------------------------------
+
+
+class RunSink(Protocol):
+    """What the runner reports to: storage and broadcasting live behind it."""
+
+    async def run_started(self, run_id: int) -> None: ...
+
+    async def results_ready(self, run_id: int, rows: list[Replication]) -> None: ...
+
+    async def run_finished(
+        self, run_id: int, status: str, error: str | None, stopped_because: str | None
+    ) -> None: ...
+
+
+@dataclass
+class RunJob:
+    """Everything the runner needs to execute one run."""
+
+    run_id: int
+    seed: int
+    scenarios: ScenarioPlan
+    pairs: list[tuple[int, int]]  # (scenario_id, replication) still to compute
+    pace_s: float = 0.0
+    cancel_requested: bool = field(default=False, init=False)
+
+
+def pending_pairs(
+    scenario_ids: Iterable[int], replications: Iterable[int], done: set[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The (scenario, replication) pairs not yet stored, replication-major."""
+    ids = list(scenario_ids)
+    return [(s, r) for r in replications for s in ids if (s, r) not in done]
+
+
+class Runner:
+    """Runs each run as an asyncio task that feeds chunks of replications to a backend."""
+
+    def __init__(self, backend: Backend, sink: RunSink) -> None:
+        self.backend = backend
+        self._sink = sink
+        self._jobs: dict[int, tuple[RunJob, asyncio.Task[None]]] = {}
+
+    def start(self, job: RunJob) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._run(job), name=f"simsvc-run-{job.run_id}")
+        self._jobs[job.run_id] = (job, task)
+        task.add_done_callback(lambda _: self._jobs.pop(job.run_id, None))
+        return task
+
+    def is_active(self, run_id: int) -> bool:
+        return run_id in self._jobs
+
+    def cancel(self, run_id: int) -> bool:
+        """Ask a run to stop; its finished replications stay stored."""
+        entry = self._jobs.get(run_id)
+        if entry is None:
+            return False
+        job, task = entry
+        job.cancel_requested = True
+        task.cancel()
+        return True
+
+    async def wait(self, run_id: int) -> None:
+        entry = self._jobs.get(run_id)
+        if entry is not None:
+            await asyncio.gather(entry[1], return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop every run without recording an outcome: the caller marks them interrupted."""
+        tasks = [task for _, task in self._jobs.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.backend.close()
+
+    async def _run(self, job: RunJob) -> None:
+        try:
+            await self._sink.run_started(job.run_id)
+            await self._execute(job, job.pairs)
+        except asyncio.CancelledError:
+            if not job.cancel_requested:
+                raise
+            log.info("run %d cancelled", job.run_id)
+            await self._sink.run_finished(job.run_id, "cancelled", None, None)
+            return
+        except Exception as exc:
+            log.exception("run %d failed", job.run_id)
+            await self._sink.run_finished(job.run_id, "failed", _describe(exc), None)
+            return
+        log.info("run %d completed", job.run_id)
+        await self._sink.run_finished(job.run_id, "completed", None, None)
+
+    async def _execute(self, job: RunJob, pairs: Sequence[tuple[int, int]]) -> None:
+        """Compute the pairs in chunks, a few in flight, storing each as it returns."""
+        if job.pace_s > 0:
+            await self._paced(job, pairs)
+            return
+        size = chunk_size(len(pairs), self.backend.workers)
+        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        in_flight: set[asyncio.Task[list[Replication]]] = set()
+        try:
+            for chunk in chunks:
+                if len(in_flight) >= 2 * self.backend.workers:
+                    await self._store_first(job, in_flight)
+                in_flight.add(asyncio.ensure_future(self._compute(job, chunk)))
+            while in_flight:
+                await self._store_first(job, in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _store_first(
+        self, job: RunJob, in_flight: set[asyncio.Task[list[Replication]]]
+    ) -> None:
+        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            in_flight.discard(task)
+            await self._sink.results_ready(job.run_id, task.result())
+
+    async def _compute(self, job: RunJob, chunk: Sequence[tuple[int, int]]) -> list[Replication]:
+        return await self.backend.submit(simulate_chunk, job.scenarios, job.seed, list(chunk))
+
+    async def _paced(self, job: RunJob, pairs: Sequence[tuple[int, int]]) -> None:
+        for pair in pairs:
+            await self._sink.results_ready(job.run_id, await self._compute(job, [pair]))
+            await asyncio.sleep(job.pace_s)
+
+
+def chunk_size(pairs: int, workers: int) -> int:
+    """About four chunks per worker, at most 500 replications each, so progress stays live."""
+    return max(1, min(500, math.ceil(pairs / (4 * max(workers, 1)))))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BrokenProcessPool):
+        return "a worker process died while computing replications (BrokenProcessPool)"
+    return f"{type(exc).__name__}: {exc}"

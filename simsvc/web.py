@@ -1,0 +1,638 @@
+"""The HTTP and WebSocket edge: the app, its routes, validation and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from . import __version__, db, sim, stats
+from .hub import Hub, encode_event_fragment
+from .openapi import (
+    INGEST_REQUEST,
+    MAX_BODY_BYTES,
+    RUN_REQUEST,
+    SCENARIO_CREATE,
+    SCENARIO_PATCH,
+    build_spec,
+)
+from .schema import Checker, FieldError, InvalidInput
+
+log = logging.getLogger(__name__)
+
+default_workers = sim.default_workers
+STATIC_DIR = Path(__file__).parent / "static"
+PROGRESS_INTERVAL_S = 0.1
+_ID_PATTERN = r"{%s:\d{1,18}}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the app is configured with; `create_app` does no I/O with it."""
+
+    db_path: str = "simsvc.db"
+    workers: int = field(default_factory=sim.default_workers)
+    executor: sim.ExecutorKind = "process"
+    heartbeat_s: float = 30.0
+    max_ws_message_bytes: int = 64 * 1024
+
+
+CONFIG = web.AppKey("config", Config)
+DB = web.AppKey("db", db.Database)
+RUNNER = web.AppKey("runner", sim.Runner)
+MODELS = web.AppKey("models", dict[str, sim.Model])
+RESULTS_HUB = web.AppKey("results_hub", Hub)
+EVENTS_HUB = web.AppKey("events_hub", Hub)
+AGGREGATES = web.AppKey("aggregates", stats.AggregateCache)
+CHECKERS = web.AppKey("checkers", dict[str, Checker])
+SPEC = web.AppKey("spec", dict[str, Any])
+
+
+class BadRequest(Exception):
+    """A request that cannot be read at all: malformed JSON, bad encoding, bad query."""
+
+
+# -- errors as problem+json -----------------------------------------------------------
+
+
+def problem(status: int, detail: str, errors: list[FieldError] | None = None) -> web.Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": _reason(status),
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return web.Response(
+        status=status,
+        text=json.dumps(body, ensure_ascii=False),
+        content_type="application/problem+json",
+    )
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+@web.middleware
+async def problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Map every failure under /api to application/problem+json, in one place."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api") or exc.status < 400:
+            raise
+        return problem(
+            exc.status,
+            exc.text if exc.text and exc.text != exc.reason else _http_detail(exc, request),
+        )
+    except InvalidInput as exc:
+        return problem(422, "the request body is not valid", exc.errors)
+    except db.InvalidRows as exc:
+        return problem(422, "the request body is not valid", [FieldError(**e) for e in exc.errors])  # type: ignore[typeddict-item]
+    except BadRequest as exc:
+        return problem(400, str(exc))
+    except db.NotFound as exc:
+        return problem(404, str(exc))
+    except db.Conflict as exc:
+        return problem(409, str(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "internal error; the service log has the details")
+
+
+def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no resource at {request.path}"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        return f"the body is larger than the limit of {MAX_BODY_BYTES} bytes"
+    return exc.reason
+
+
+# -- request parsing ------------------------------------------------------------------
+
+
+def _nonfinite(value: Any, path: str = "") -> list[FieldError]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [FieldError(field=path or "body", message=f"{value} is not a finite number")]
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _nonfinite(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _nonfinite(v, f"{path}[{i}]")]
+    return []
+
+
+async def read_json(request: web.Request, checker: Checker, empty: Any = None) -> Any:
+    """The body as JSON checked against a schema; `empty` stands in for no body."""
+    raw = await request.read()
+    if not raw.strip():
+        if empty is None:
+            raise BadRequest("a JSON body is required")
+        return empty
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except RecursionError as exc:
+        raise BadRequest("malformed JSON: nested too deeply") from exc
+    errors = _nonfinite(value)
+    if errors:
+        raise InvalidInput(errors)
+    checker.check(value)
+    return value
+
+
+def path_id(request: web.Request, name: str) -> int:
+    return int(request.match_info[name])
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"\d{1,18}", raw):
+        raise BadRequest(f"query parameter {name} must be a non-negative integer")
+    return int(raw)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, ensure_ascii=False),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+# -- runs -----------------------------------------------------------------------------
+
+
+def run_view(run: db.Run) -> dict[str, Any]:
+    """A run as the API shows it."""
+    view: dict[str, Any] = {k: v for k, v in run.items() if k not in ("snapshot", "options")}
+    view["seed_scheme"] = sim.SEED_SCHEME
+    view["scenarios"] = run["snapshot"]
+    view.update(run["options"])
+    return view
+
+
+class RunEvents:
+    """The runner's sink: store each batch, then tell the sockets."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._last_progress: dict[int, float] = {}
+        self._unsent: set[int] = set()
+
+    async def run_started(self, run_id: int) -> None:
+        run = await self._app[DB].mark_started(run_id)
+        self._app[EVENTS_HUB].broadcast_event(
+            "run.started", {"run_id": run_id, "run": run_view(run)}
+        )
+
+    async def results_ready(self, run_id: int, rows: list[sim.Replication]) -> None:
+        done = await self._app[DB].store_results(run_id, rows)
+        run_total = await self._total(run_id)
+        now = time.monotonic()
+        if done < run_total and now - self._last_progress.get(run_id, 0.0) < PROGRESS_INTERVAL_S:
+            self._unsent.add(run_id)
+            return
+        self._last_progress[run_id] = now
+        await self._send_progress(run_id, done, run_total)
+
+    async def _total(self, run_id: int) -> int:
+        return (await self._app[DB].get_run(run_id))["total"]
+
+    async def _send_progress(self, run_id: int, done: int, total: int) -> None:
+        self._unsent.discard(run_id)
+        results = await self._app[AGGREGATES].compute(run_id)
+        self._app[EVENTS_HUB].broadcast_event(
+            "run.progress", {"run_id": run_id, "done": done, "total": total, "results": results}
+        )
+
+    async def run_finished(
+        self, run_id: int, status: str, error: str | None, stopped_because: str | None
+    ) -> None:
+        if run_id in self._unsent:
+            run = await self._app[DB].get_run(run_id)
+            await self._send_progress(run_id, run["done"], run["total"])
+        self._last_progress.pop(run_id, None)
+        run = await self._app[DB].finish_run(run_id, status, error, stopped_because)
+        results = await self._app[AGGREGATES].compute(run_id)
+        self._app[EVENTS_HUB].broadcast_event(
+            f"run.{status}", {"run_id": run_id, "run": run_view(run), "results": results}
+        )
+        if status == "completed":
+            self._app[RESULTS_HUB].broadcast(await self._app[AGGREGATES].encoded())
+
+
+async def _scenario_plan(
+    app: web.Application, scenario_ids: list[int]
+) -> tuple[sim.ScenarioPlan, dict[str, Any]]:
+    models = app[MODELS]
+    checker = sim.ParamsChecker(models)
+    plan: sim.ScenarioPlan = {}
+    snapshot: dict[str, Any] = {}
+    for sid in scenario_ids:
+        scenario = await app[DB].get_scenario(sid)
+        model = models.get(scenario["model"])
+        if model is None:
+            raise db.Conflict(
+                f"scenario {sid} uses model {scenario['model']!r}, which is not installed"
+            )
+        params = checker.complete(model.name, scenario["params"])
+        plan[sid] = (model, params)
+        snapshot[str(sid)] = {
+            "scenario_name": scenario["scenario_name"],
+            "model": model.name,
+            "model_version": model.version,
+            "params": params,
+        }
+    return plan, snapshot
+
+
+async def _requested_scenarios(app: web.Application, body: Mapping[str, Any]) -> list[int]:
+    known = await app[DB].scenario_names()
+    if "scenario_ids" not in body:
+        if not known:
+            raise db.Conflict("there are no scenarios to run; create one first")
+        return sorted(known)
+    ids: list[int] = body["scenario_ids"]
+    errors = [
+        FieldError(field=f"scenario_ids[{i}]", message=f"scenario {sid} does not exist")
+        for i, sid in enumerate(ids)
+        if sid not in known
+    ]
+    if errors:
+        raise InvalidInput(errors)
+    return ids
+
+
+async def start_run(request: web.Request) -> web.Response:
+    app = request.app
+    body = await read_json(request, app[CHECKERS]["run"], empty={})
+    scenario_ids = await _requested_scenarios(app, body)
+    plan, snapshot = await _scenario_plan(app, scenario_ids)
+    replications = int(body.get("replications", 3))
+    seed = int(body["seed"]) if "seed" in body else secrets.randbelow(2**31)
+    pace_s = float(body.get("pace_s", 0))
+    run = await app[DB].create_run(scenario_ids, replications, seed, pace_s, {}, snapshot)
+    job = sim.RunJob(
+        run_id=run["run_id"],
+        seed=seed,
+        scenarios=plan,
+        pairs=sim.pending_pairs(scenario_ids, range(1, replications + 1), set()),
+        pace_s=pace_s,
+    )
+    app[RUNNER].start(job)
+    log.info(
+        "run %d started: %d scenarios x %d replications",
+        run["run_id"],
+        len(scenario_ids),
+        replications,
+    )
+    return json_response(
+        {"message": "Simulation started.", "run_id": run["run_id"], "run": run_view(run)},
+        status=202,
+        headers={"Location": f"/api/simulations/{run['run_id']}"},
+    )
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    return json_response([run_view(r) for r in await request.app[DB].list_runs()])
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return json_response(run_view(await request.app[DB].get_run(path_id(request, "run_id"))))
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    run_id = path_id(request, "run_id")
+    run = await request.app[DB].get_run(run_id)
+    runner = request.app[RUNNER]
+    if not runner.cancel(run_id):
+        raise db.Conflict(
+            f"run {run_id} is {run['status']}; only queued or running runs can be cancelled"
+        )
+    await runner.wait(run_id)
+    return json_response(run_view(await request.app[DB].get_run(run_id)))
+
+
+async def run_results(request: web.Request) -> web.StreamResponse:
+    run_id = path_id(request, "run_id")
+    fmt = request.query.get("format")
+    if fmt not in (None, "json", "csv"):
+        raise BadRequest("format must be json or csv")
+    rows = await request.app[DB].run_results(run_id)
+    wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("Accept", ""))
+    if not wants_csv:
+        return json_response(rows)
+    return web.Response(
+        text=results_csv(rows),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="run-{run_id}-results.csv"'},
+    )
+
+
+def results_csv(rows: list[db.ResultRow]) -> str:
+    """One line per replication; metrics become columns of their own."""
+    metric_keys = sorted({k for r in rows for k in r["metrics"]})
+    fixed = ["scenario_id", "replication", "seed", "total_labor_costs", "ontime_delivery_rate"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(fixed + metric_keys)
+    for row in rows:
+        metrics = row["metrics"]
+        writer.writerow([row[k] for k in fixed] + [_csv_cell(metrics.get(k)) for k in metric_keys])  # type: ignore[literal-required]
+    return out.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return "" if value is None else value
+
+
+# -- results --------------------------------------------------------------------------
+
+
+async def get_results(request: web.Request) -> web.Response:
+    run_id = query_int(request, "run_id")
+    if run_id is not None:
+        await request.app[DB].get_run(run_id)
+    text = await request.app[AGGREGATES].encoded(run_id)
+    return web.Response(text=text, content_type="application/json")
+
+
+async def ingest_results(request: web.Request) -> web.Response:
+    body = await read_json(request, request.app[CHECKERS]["ingest"])
+    rows = [
+        db.ResultRow(
+            scenario_id=r["scenario_id"],
+            replication=r["replication"],
+            seed=r.get("seed"),
+            total_labor_costs=float(r["total_labor_costs"]),
+            ontime_delivery_rate=float(r["ontime_delivery_rate"]),
+            metrics=r.get("metrics", {}),
+        )
+        for r in body
+    ]
+    inserted = await request.app[DB].ingest_results(rows)
+    request.app[EVENTS_HUB].broadcast_event("results.updated", {"inserted": inserted})
+    return json_response({"inserted": inserted}, status=201)
+
+
+async def notify_completion(request: web.Request) -> web.Response:
+    app = request.app
+    text = await app[AGGREGATES].encoded()
+    app[RESULTS_HUB].broadcast(text)
+    app[EVENTS_HUB].broadcast_event("results.updated", {"results": json.loads(text)})
+    return json_response({"message": "Notification sent."})
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+
+def _scenario_event(app: web.Application, action: str, scenario_id: int, scenario: Any) -> None:
+    app[EVENTS_HUB].broadcast_event(
+        "scenario.changed", {"action": action, "scenario_id": scenario_id, "scenario": scenario}
+    )
+
+
+def _check_model(app: web.Application, model: str) -> None:
+    if model not in app[MODELS]:
+        known = ", ".join(sorted(app[MODELS]))
+        raise InvalidInput(
+            [FieldError(field="model", message=f"unknown model {model!r}; known: {known}")]
+        )
+
+
+async def list_scenarios(request: web.Request) -> web.Response:
+    return json_response(await request.app[DB].list_scenarios())
+
+
+async def get_scenario(request: web.Request) -> web.Response:
+    return json_response(await request.app[DB].get_scenario(path_id(request, "scenario_id")))
+
+
+async def create_scenario(request: web.Request) -> web.Response:
+    app = request.app
+    body = await read_json(request, app[CHECKERS]["scenario_create"])
+    model = body.get("model", "warehouse")
+    _check_model(app, model)
+    params = sim.ParamsChecker(app[MODELS]).complete(model, body.get("params", {}))
+    scenario = await app[DB].create_scenario(body["scenario_name"], model, params)
+    _scenario_event(app, "created", scenario["scenario_id"], scenario)
+    return json_response(
+        scenario, status=201, headers={"Location": f"/api/scenarios/{scenario['scenario_id']}"}
+    )
+
+
+async def patch_scenario(request: web.Request) -> web.Response:
+    app = request.app
+    scenario_id = path_id(request, "scenario_id")
+    current = await app[DB].get_scenario(scenario_id)
+    body = await read_json(request, app[CHECKERS]["scenario_patch"])
+    model = body.get("model", current["model"])
+    _check_model(app, model)
+    base = current["params"] if model == current["model"] else {}
+    params = sim.ParamsChecker(app[MODELS]).complete(model, {**base, **body.get("params", {})})
+    name = body.get("scenario_name", current["scenario_name"])
+    scenario = await app[DB].update_scenario(scenario_id, name, model, params)
+    _scenario_event(app, "updated", scenario_id, scenario)
+    return json_response(scenario)
+
+
+async def delete_scenario(request: web.Request) -> web.Response:
+    scenario_id = path_id(request, "scenario_id")
+    await request.app[DB].delete_scenario(scenario_id)
+    _scenario_event(request.app, "deleted", scenario_id, None)
+    return web.Response(status=204)
+
+
+# -- misc -----------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return json_response([m.describe() for m in request.app[MODELS].values()])
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(request.app[SPEC])
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    page = STATIC_DIR / "index.html"
+    if not page.exists():
+        raise web.HTTPFound("/docs")
+    return web.FileResponse(page)
+
+
+# -- WebSockets -----------------------------------------------------------------------
+
+
+async def _serve_socket(
+    request: web.Request,
+    hub: Hub,
+    first: Callable[[], Awaitable[tuple[str, dict[str, Any]] | None]],
+) -> web.WebSocketResponse:
+    config = request.app[CONFIG]
+    ws = web.WebSocketResponse(
+        heartbeat=config.heartbeat_s, max_msg_size=config.max_ws_message_bytes
+    )
+    await ws.prepare(request)
+    hello = await first()
+    client = hub.attach(request, ws)
+    if hello is not None:
+        client.push_event(encode_event_fragment(*hello))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.ERROR:
+                log.info("%s client %s: %s", hub.name, request.remote, ws.exception())
+    finally:
+        await hub.release(client)
+    return ws
+
+
+async def ws_results(request: web.Request) -> web.WebSocketResponse:
+    async def nothing() -> None:
+        return None
+
+    return await _serve_socket(request, request.app[RESULTS_HUB], nothing)
+
+
+async def ws_events(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+
+    async def hello() -> tuple[str, dict[str, Any]]:
+        return "hello", {
+            "version": __version__,
+            "runs": [run_view(r) for r in await app[DB].list_runs(limit=50)],
+            "results": await app[AGGREGATES].compute(),
+            "scenarios": await app[DB].list_scenarios(),
+        }
+
+    return await _serve_socket(request, app[EVENTS_HUB], hello)
+
+
+# -- the app --------------------------------------------------------------------------
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    database = await db.Database.open(app[CONFIG].db_path)
+    interrupted = await database.interrupt_active_runs()
+    if interrupted:
+        log.warning(
+            "runs %s were left unfinished by a previous process: now interrupted", interrupted
+        )
+    app[DB] = database
+    app[AGGREGATES] = stats.AggregateCache(database)
+    try:
+        yield
+    finally:
+        await database.close()
+
+
+async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    backend = sim.PoolBackend(config.executor, config.workers)
+    app[RUNNER] = sim.Runner(backend, RunEvents(app))
+    try:
+        yield
+    finally:
+        await app[RUNNER].close()
+        interrupted = await app[DB].interrupt_active_runs()
+        if interrupted:
+            log.warning("runs %s interrupted by shutdown", interrupted)
+
+
+async def close_sockets(app: web.Application) -> None:
+    await asyncio.gather(app[RESULTS_HUB].close_all(), app[EVENTS_HUB].close_all())
+
+
+def create_app(config: Config | None = None) -> web.Application:
+    """The service as an aiohttp application; opening resources waits for startup."""
+    config = config or Config()
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware])
+    models = sim.load_models()
+    app[CONFIG] = config
+    app[MODELS] = models
+    app[SPEC] = build_spec(models)
+    app[CHECKERS] = {
+        "run": Checker(RUN_REQUEST),
+        "scenario_create": Checker(SCENARIO_CREATE),
+        "scenario_patch": Checker(SCENARIO_PATCH),
+        "ingest": Checker(INGEST_REQUEST),
+    }
+    app[RESULTS_HUB] = Hub("/ws/results")
+    app[EVENTS_HUB] = Hub("/ws/events")
+    app.cleanup_ctx.extend([database_ctx, runner_ctx])
+    app.on_shutdown.append(close_sockets)
+    run, scenario = _ID_PATTERN % "run_id", _ID_PATTERN % "scenario_id"
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.get("/openapi.json", openapi_json),
+            web.get("/api/health", health),
+            web.get("/api/models", list_models),
+            web.get("/api/scenarios", list_scenarios),
+            web.post("/api/scenarios", create_scenario),
+            web.get(f"/api/scenarios/{scenario}", get_scenario),
+            web.patch(f"/api/scenarios/{scenario}", patch_scenario),
+            web.delete(f"/api/scenarios/{scenario}", delete_scenario),
+            web.get("/api/simulations", list_runs),
+            web.post("/api/simulations", start_run),
+            web.get(f"/api/simulations/{run}", get_run),
+            web.post(f"/api/simulations/{run}/cancel", cancel_run),
+            web.get(f"/api/simulations/{run}/results", run_results),
+            web.get("/api/results", get_results),
+            web.post("/api/results", ingest_results),
+            web.post("/api/notify-completion", notify_completion),
+            web.get("/ws/results", ws_results),
+            web.get("/ws/events", ws_events),
+        ]
+    )
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static", STATIC_DIR)
+    _add_docs(app)
+    return app
+
+
+def _add_docs(app: web.Application) -> None:
+    from swagger_ui import api_doc
+
+    api_doc(app, config=app[SPEC], url_prefix="/docs", title="simsvc API", host_inject=False)
