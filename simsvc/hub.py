@@ -105,7 +105,7 @@ class Hub:
         self.max_bytes = max_bytes
         self._clients: set[Client] = set()
         self._evictions: set[asyncio.Task[None]] = set()
-        self._transports: weakref.WeakKeyDictionary[Client, asyncio.BaseTransport] = (
+        self._transports: weakref.WeakKeyDictionary[Client, asyncio.Transport] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -119,7 +119,7 @@ class Hub:
             self._transports[client] = request.transport
         return client
 
-    def transport_of(self, client: Client) -> asyncio.BaseTransport | None:
+    def transport_of(self, client: Client) -> asyncio.Transport | None:
         return self._transports.get(client)
 
     def evict(self, client: Client) -> None:

@@ -23,16 +23,17 @@ class InvalidInput(Exception):
 
 
 def _field(error: ValidationError, prefix: str) -> str:
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
     path = prefix
     for part in error.absolute_path:
         path = f"{path}[{part}]" if isinstance(part, int) else (f"{path}.{part}" if path else part)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = error.schema.get("properties", {})
+        allowed = schema.get("properties", {})
         extra = sorted(k for k in error.instance if k not in allowed)
         if extra:
             return f"{path}.{extra[0]}" if path else extra[0]
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.schema.get("required", []) if k not in error.instance]
+        missing = [k for k in schema.get("required", []) if k not in error.instance]
         if missing:
             return f"{path}.{missing[0]}" if path else missing[0]
     return path or "body"

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar
 
 import numpy as np
 
-from .schema import Checker
+from .schema import Checker, FieldError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,11 @@ class ParamsChecker:
         self._models = models
 
     def complete(self, model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if model not in self._models:
+            known = ", ".join(sorted(self._models))
+            raise InvalidInput(
+                [FieldError(field="model", message=f"unknown model {model!r}; known: {known}")]
+            )
         merged = {**self._models[model].defaults, **params}
         self._checkers[model].check(merged)
         props = self._models[model].params_schema.get("properties", {})

@@ -59,6 +59,7 @@ EVENTS_HUB = web.AppKey("events_hub", Hub)
 AGGREGATES = web.AppKey("aggregates", stats.AggregateCache)
 CHECKERS = web.AppKey("checkers", dict[str, Checker])
 SPEC = web.AppKey("spec", dict[str, Any])
+PARAMS = web.AppKey("params", sim.ParamsChecker)
 
 
 class BadRequest(Exception):
@@ -259,7 +260,6 @@ async def _scenario_plan(
     app: web.Application, scenario_ids: list[int]
 ) -> tuple[sim.ScenarioPlan, dict[str, Any]]:
     models = app[MODELS]
-    checker = sim.ParamsChecker(models)
     plan: sim.ScenarioPlan = {}
     snapshot: dict[str, Any] = {}
     for sid in scenario_ids:
@@ -269,7 +269,7 @@ async def _scenario_plan(
             raise db.Conflict(
                 f"scenario {sid} uses model {scenario['model']!r}, which is not installed"
             )
-        params = checker.complete(model.name, scenario["params"])
+        params = app[PARAMS].complete(model.name, scenario["params"])
         plan[sid] = (model, params)
         snapshot[str(sid)] = {
             "scenario_name": scenario["scenario_name"],
@@ -429,14 +429,6 @@ def _scenario_event(app: web.Application, action: str, scenario_id: int, scenari
     )
 
 
-def _check_model(app: web.Application, model: str) -> None:
-    if model not in app[MODELS]:
-        known = ", ".join(sorted(app[MODELS]))
-        raise InvalidInput(
-            [FieldError(field="model", message=f"unknown model {model!r}; known: {known}")]
-        )
-
-
 async def list_scenarios(request: web.Request) -> web.Response:
     return json_response(await request.app[DB].list_scenarios())
 
@@ -449,8 +441,7 @@ async def create_scenario(request: web.Request) -> web.Response:
     app = request.app
     body = await read_json(request, app[CHECKERS]["scenario_create"])
     model = body.get("model", "warehouse")
-    _check_model(app, model)
-    params = sim.ParamsChecker(app[MODELS]).complete(model, body.get("params", {}))
+    params = app[PARAMS].complete(model, body.get("params", {}))
     scenario = await app[DB].create_scenario(body["scenario_name"], model, params)
     _scenario_event(app, "created", scenario["scenario_id"], scenario)
     return json_response(
@@ -464,9 +455,8 @@ async def patch_scenario(request: web.Request) -> web.Response:
     current = await app[DB].get_scenario(scenario_id)
     body = await read_json(request, app[CHECKERS]["scenario_patch"])
     model = body.get("model", current["model"])
-    _check_model(app, model)
     base = current["params"] if model == current["model"] else {}
-    params = sim.ParamsChecker(app[MODELS]).complete(model, {**base, **body.get("params", {})})
+    params = app[PARAMS].complete(model, {**base, **body.get("params", {})})
     name = body.get("scenario_name", current["scenario_name"])
     scenario = await app[DB].update_scenario(scenario_id, name, model, params)
     _scenario_event(app, "updated", scenario_id, scenario)
@@ -584,14 +574,21 @@ async def close_sockets(app: web.Application) -> None:
     await asyncio.gather(app[RESULTS_HUB].close_all(), app[EVENTS_HUB].close_all())
 
 
-def create_app(config: Config | None = None) -> web.Application:
-    """The service as an aiohttp application; opening resources waits for startup."""
+def create_app(
+    config: Config | None = None, models: Mapping[str, sim.Model] | None = None
+) -> web.Application:
+    """The service as an aiohttp application; opening resources waits for startup.
+
+    `models` replaces the installed models (the built-ins and the `simsvc.models`
+    entry points), for embedding and tests.
+    """
     config = config or Config()
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware])
-    models = sim.load_models()
+    models = dict(models) if models is not None else sim.load_models()
     app[CONFIG] = config
     app[MODELS] = models
     app[SPEC] = build_spec(models)
+    app[PARAMS] = sim.ParamsChecker(models)
     app[CHECKERS] = {
         "run": Checker(RUN_REQUEST),
         "scenario_create": Checker(SCENARIO_CREATE),
