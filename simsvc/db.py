@@ -417,6 +417,25 @@ class Database:
             )
         return await self.get_run(run_id)
 
+    async def reopen_run(self, run_id: int, replications: int, options: Mapping[str, Any]) -> Run:
+        """Queue a finished run again with a new target count (extend, resume).
+
+        The status check and the change are one transaction, so two requests cannot both
+        reopen the same run.
+        """
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE runs SET status = 'queued', replications = ?, options = ?,"
+                " total = ? * json_array_length(scenario_ids), finished_at = NULL, error = NULL,"
+                " stopped_because = NULL WHERE run_id = ? AND status NOT IN ('queued', 'running')",
+                (replications, _dumps(options), replications, run_id),
+            )
+            reopened = cursor.rowcount == 1
+        run = await self.get_run(run_id)
+        if not reopened:
+            raise Conflict(f"run {run_id} is {run['status']}; wait until it has finished")
+        return run
+
     async def interrupt_active_runs(self) -> list[int]:
         """Mark runs left queued or running (by a crash or a shutdown) as interrupted."""
         async with self._transaction() as conn:
@@ -486,6 +505,15 @@ class Database:
             (run_id,),
         ) as cursor:
             return [_result(r) for r in await cursor.fetchall()]
+
+    async def run_result(self, run_id: int, scenario_id: int, replication: int) -> ResultRow | None:
+        """One stored replication of a run, or None when it is not stored."""
+        rows = await self._all(
+            "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
+            " metrics FROM results WHERE run_id = ? AND scenario_id = ? AND replication = ?",
+            (run_id, scenario_id, replication),
+        )
+        return _result(rows[0]) if rows else None
 
     async def stored_replications(self, run_id: int) -> set[tuple[int, int]]:
         """The (scenario_id, replication) pairs a run has stored."""

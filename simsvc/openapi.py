@@ -21,6 +21,57 @@ MAX_NAME_LENGTH = 200
 
 _ID = {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
+_KPI_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+
+PRECISION_TARGET: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "half_width": {**_POSITIVE, "description": "the 95% CI half-width must be at most this"},
+        "relative_half_width": {
+            **_POSITIVE,
+            "description": "the 95% CI half-width must be at most this share of |mean|",
+        },
+    },
+    "description": "one or both bounds; the tighter one applies",
+}
+
+PRECISION: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["targets"],
+    "properties": {
+        "targets": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 100,
+            "propertyNames": _KPI_NAME,
+            "additionalProperties": PRECISION_TARGET,
+            "description": "KPI (or numeric metric) name -> its half-width target",
+        },
+        "min_replications": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": MAX_REPLICATIONS,
+            "default": 10,
+            "description": "replications per scenario of the first batch",
+        },
+        "max_replications": {
+            "type": "integer",
+            "minimum": 2,
+            "maximum": MAX_REPLICATIONS,
+            "default": 5000,
+            "description": "stop here even if a target is not met",
+        },
+    },
+    "description": (
+        "Run in batches until every target is met for every scenario, or max_replications. "
+        "Every scenario gets the same count, so common random numbers stay paired. "
+        "Not combined with `replications`."
+    ),
+}
 
 RUN_REQUEST: dict[str, Any] = {
     "type": "object",
@@ -53,6 +104,53 @@ RUN_REQUEST: dict[str, Any] = {
             "maximum": 60,
             "default": 0,
             "description": "seconds to wait after each replication, for demos",
+        },
+        "precision": PRECISION,
+    },
+}
+
+EXTEND_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["replications"],
+    "properties": {
+        "replications": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_REPLICATIONS,
+            "description": "replications to add to every scenario: n+1 .. n+K",
+        },
+    },
+}
+
+# Query strings are checked against these after numbers are parsed (schema.query_values).
+COMPARE_QUERY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["baseline"],
+    "properties": {
+        "baseline": {**_ID, "description": "a scenario_id of the run"},
+    },
+}
+
+SELECT_QUERY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kpi"],
+    "properties": {
+        "kpi": {**_KPI_NAME, "description": "a KPI with a direction (see GET /api/models)"},
+        "indifference": {
+            "type": "number",
+            "minimum": 0,
+            "default": 0,
+            "description": "differences smaller than this do not matter",
+        },
+        "confidence": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0.95,
+            "description": "probability that the subset holds the best scenario",
         },
     },
 }
@@ -210,11 +308,101 @@ RUN: dict[str, Any] = {
         "started_at": _TIME,
         "finished_at": _TIME,
         "error": {"type": ["string", "null"]},
-        "stopped_because": {"type": ["string", "null"]},
+        "stopped_because": {
+            "enum": ["precision_met", "max_replications", None],
+            "description": "why a run with `precision` stopped",
+        },
         "seed_scheme": {"type": "string"},
         "scenarios": {
             "type": "object",
             "description": "the params snapshot the run used, by scenario_id",
+        },
+        "precision": PRECISION,
+        "precision_report": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "each scenario's half-width of each targeted KPI at the last check",
+        },
+        "extensions": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "replications added by each extend",
+        },
+        "manifest": {
+            "type": "object",
+            "description": "what recomputing any replication needs: models and versions, "
+            "params per scenario, seed, seed scheme and the software versions of the run "
+            "(only on GET /api/simulations/{run_id})",
+        },
+        "results": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/Aggregate"},
+            "description": "the run's aggregate list (only on GET /api/simulations/{run_id})",
+        },
+    },
+}
+
+_INTERVAL = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+COMPARISON: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "scenario_id",
+        "kpi",
+        "n",
+        "mean_difference",
+        "paired_ci95",
+        "welch_ci95",
+        "verdict",
+    ],
+    "properties": {
+        "scenario_id": {"type": "integer"},
+        "kpi": {"type": "string"},
+        "direction": {"enum": ["min", "max"]},
+        "n": {"type": "integer", "description": "replications common to both scenarios"},
+        "baseline_mean": _NULLABLE_NUMBER,
+        "scenario_mean": _NULLABLE_NUMBER,
+        "mean_difference": {
+            **_NULLABLE_NUMBER,
+            "description": "mean of scenario minus baseline, replication by replication",
+        },
+        "paired_ci95": {**_INTERVAL, "description": "95% Student-t CI of the paired mean"},
+        "welch_ci95": {**_INTERVAL, "description": "95% Welch CI, ignoring the pairing"},
+        "paired_half_width": _NULLABLE_NUMBER,
+        "welch_half_width": _NULLABLE_NUMBER,
+        "paired_to_welch_width": {
+            **_NULLABLE_NUMBER,
+            "description": "paired CI width / Welch CI width: below 1, pairing narrowed it",
+        },
+        "correlation": {
+            **_NULLABLE_NUMBER,
+            "description": "correlation of the paired replications (common random numbers)",
+        },
+        "verdict": {"enum": ["better", "worse", "no_significant_difference"]},
+    },
+}
+
+SELECTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["kpi", "direction", "confidence", "indifference", "subset", "procedure"],
+    "properties": {
+        "run_id": {"type": "integer"},
+        "kpi": {"type": "string"},
+        "direction": {"enum": ["min", "max"]},
+        "confidence": {"type": "number"},
+        "indifference": {"type": "number"},
+        "n": {"type": "integer", "description": "replications common to every scenario"},
+        "subset": {"type": "array", "items": {"type": "integer"}},
+        "procedure": {"type": "string"},
+        "scenarios": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "scenario_id": {"type": "integer"},
+                    "mean": {"type": "number"},
+                    "eliminated_by": {"type": ["integer", "null"]},
+                },
+            },
         },
     },
 }
@@ -267,6 +455,14 @@ def _body(schema: Mapping[str, Any], required: bool = True) -> dict[str, Any]:
 
 def _path_id(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _query_parameters(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
+    required = set(schema.get("required", ()))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema["properties"].items()
+    ]
 
 
 def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -369,6 +565,47 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                 {"200": _json(_ref("Run")), **_problems(404, 409)},
             ),
         },
+        "/api/simulations/{run_id}/compare": {
+            "parameters": [run_id],
+            "get": _operation(
+                "Compare every other scenario of the run with a baseline, KPI by KPI: "
+                "paired (common random numbers) and Welch 95% intervals, and a verdict",
+                {"200": _json(_ref("CompareResponse")), **_problems(404, 409, 422)},
+                parameters=_query_parameters(COMPARE_QUERY),
+            ),
+        },
+        "/api/simulations/{run_id}/select": {
+            "parameters": [run_id],
+            "get": _operation(
+                "The subset of the run's scenarios that holds the best one on a KPI, with the "
+                "stated confidence (screening of Nelson, Swann, Goldsman & Song, 2001)",
+                {"200": _json(_ref("Selection")), **_problems(404, 409, 422)},
+                parameters=_query_parameters(SELECT_QUERY),
+            ),
+        },
+        "/api/simulations/{run_id}/extend": {
+            "parameters": [run_id],
+            "post": _operation(
+                "Add replications n+1..n+K to every scenario of a finished run",
+                {"202": _json(_ref("Run"), "Accepted"), **_problems(400, 404, 409, 413, 422)},
+                requestBody=_body(_ref("ExtendRequest")),
+            ),
+        },
+        "/api/simulations/{run_id}/resume": {
+            "parameters": [run_id],
+            "post": _operation(
+                "Run exactly the replications an interrupted, failed or cancelled run lacks",
+                {"202": _json(_ref("Run"), "Accepted"), **_problems(404, 409)},
+            ),
+        },
+        "/api/simulations/{run_id}/replications/{scenario_id}/{replication}": {
+            "parameters": [run_id, scenario_id, _path_id("replication")],
+            "get": _operation(
+                "Recompute one replication now from the run's manifest, and say whether it "
+                "matches the stored row",
+                {"200": _json(_ref("Replay")), **_problems(404, 409)},
+            ),
+        },
         "/api/simulations/{run_id}/results": {
             "parameters": [
                 run_id,
@@ -442,13 +679,61 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
         "ResultRow": RESULT_ROW,
         "IngestRow": INGEST_ROW,
         "IngestRequest": {**INGEST_REQUEST, "items": _ref("IngestRow")},
+        "Precision": PRECISION,
+        "ExtendRequest": EXTEND_REQUEST,
+        "Comparison": COMPARISON,
+        "CompareResponse": {
+            "type": "object",
+            "required": ["run_id", "baseline", "comparisons"],
+            "properties": {
+                "run_id": {"type": "integer"},
+                "baseline": {"type": "integer"},
+                "confidence": {"type": "number"},
+                "comparisons": {"type": "array", "items": _ref("Comparison")},
+            },
+        },
+        "Selection": SELECTION,
+        "Replay": {
+            "type": "object",
+            "required": ["run_id", "scenario_id", "replication", "stored", "recomputed", "matches"],
+            "properties": {
+                "run_id": {"type": "integer"},
+                "scenario_id": {"type": "integer"},
+                "replication": {"type": "integer"},
+                "seed": {"type": "integer"},
+                "model": {"type": "string"},
+                "model_version": {"type": "string"},
+                "params": {"type": "object"},
+                "stored": {"oneOf": [_ref("ResultRow"), {"type": "null"}]},
+                "recomputed": _ref("ResultRow"),
+                "matches": {
+                    "type": ["boolean", "null"],
+                    "description": "null when the replication is not stored",
+                },
+                "differences": {"type": "array", "items": {"type": "string"}},
+            },
+        },
         "Model": {
             "type": "object",
             "properties": {
                 "name": {"type": "string"},
                 "version": {"type": "string"},
                 "params": {"type": "object"},
-                "kpis": {"type": "array"},
+                "kpis": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "direction": {"enum": ["min", "max"]},
+                        },
+                    },
+                },
+                "metrics": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "other numeric outputs (no direction)",
+                },
             },
         },
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
@@ -59,3 +61,23 @@ class Checker:
         errors = self.errors(value)
         if errors:
             raise InvalidInput(errors)
+
+
+def query_values(query: Mapping[str, str], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Query-string values, with numbers parsed where the schema declares a number.
+
+    A value that does not parse stays a string, so that checking it against the same
+    schema reports the parameter by name.
+    """
+    props = schema.get("properties", {})
+    return {key: _parsed(raw, props.get(key, {}).get("type")) for key, raw in query.items()}
+
+
+def _parsed(raw: str, kind: Any) -> Any:
+    text = raw.strip()
+    if kind == "integer" and re.fullmatch(r"[+-]?\d{1,19}", text):
+        return int(text)
+    if kind == "number" and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+        value = float(text)
+        return value if math.isfinite(value) else raw
+    return raw

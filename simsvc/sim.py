@@ -19,7 +19,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -73,6 +73,8 @@ class Model:
         Kpi(name="total_labor_costs", direction="min"),
         Kpi(name="ontime_delivery_rate", direction="max"),
     )
+    # Other numeric outputs, with no better or worse direction; precision targets may name them.
+    metrics: ClassVar[tuple[str, ...]] = ()
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -89,7 +91,13 @@ class Model:
             "description": self.description,
             "params": self.params_schema,
             "kpis": list(self.kpis),
+            "metrics": list(self.metrics),
         }
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every numeric output the model declares: its KPIs, then its metrics."""
+        return tuple(k["name"] for k in self.kpis) + self.metrics
 
 
 def _number(
@@ -159,6 +167,7 @@ class WarehouseModel(Model):
         Kpi(name="overtime_hours", direction="min"),
         Kpi(name="mean_wait_minutes", direction="min"),
     )
+    metrics = ("orders", "utilization")
 
     def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         workers = int(params["workers"])
@@ -412,6 +421,9 @@ class RunJob:
     scenarios: ScenarioPlan
     pairs: list[tuple[int, int]]  # (scenario_id, replication) still to compute
     pace_s: float = 0.0
+    # Asked once the pairs are stored: the next batch, or [] to finish (precision runs).
+    next_pairs: Callable[[RunJob], Awaitable[list[tuple[int, int]]]] | None = None
+    stopped_because: str | None = None
     cancel_requested: bool = field(default=False, init=False)
 
 
@@ -434,8 +446,14 @@ class Runner:
     def start(self, job: RunJob) -> asyncio.Task[None]:
         task = asyncio.create_task(self._run(job), name=f"simsvc-run-{job.run_id}")
         self._jobs[job.run_id] = (job, task)
-        task.add_done_callback(lambda _: self._jobs.pop(job.run_id, None))
+        task.add_done_callback(lambda _: self._forget(job))
         return task
+
+    def _forget(self, job: RunJob) -> None:
+        # A run restarted (extend, resume) must not be dropped by its predecessor's callback.
+        entry = self._jobs.get(job.run_id)
+        if entry is not None and entry[0] is job:
+            del self._jobs[job.run_id]
 
     def is_active(self, run_id: int) -> bool:
         return run_id in self._jobs
@@ -467,6 +485,11 @@ class Runner:
         try:
             await self._sink.run_started(job.run_id)
             await self._execute(job, job.pairs)
+            while job.next_pairs is not None:
+                more = await job.next_pairs(job)
+                if not more:
+                    break
+                await self._execute(job, more)
         except asyncio.CancelledError:
             if not job.cancel_requested:
                 raise
@@ -478,7 +501,7 @@ class Runner:
             await self._sink.run_finished(job.run_id, "failed", _describe(exc), None)
             return
         log.info("run %d completed", job.run_id)
-        await self._sink.run_finished(job.run_id, "completed", None, None)
+        await self._sink.run_finished(job.run_id, "completed", None, job.stopped_because)
 
     async def _execute(self, job: RunJob, pairs: Sequence[tuple[int, int]]) -> None:
         """Compute the pairs in chunks, a few in flight, storing each as it returns."""

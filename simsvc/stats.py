@@ -21,7 +21,7 @@ class Summary(TypedDict):
 
 
 @lru_cache(maxsize=4096)
-def t_quantile(p: float, df: int) -> float:
+def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t with df degrees of freedom."""
     return float(scipy_stats.t.ppf(p, df))
 

@@ -1,0 +1,334 @@
+"""Experiment analysis: precision targets, paired comparisons and selection of the best.
+
+Everything here is a pure function of stored replications. Replication `r` of every
+scenario of a run draws from the same random stream (common random numbers), so the
+replications of two scenarios with the same number form a pair; the paired interval
+and the screening procedure rely on that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+
+from .db import Moments, ResultRow, kpi_values
+from .schema import FieldError, InvalidInput
+from .stats import half_width, std, t_quantile
+
+Direction = Literal["min", "max"]
+Verdict = Literal["better", "worse", "no_significant_difference"]
+# kpi -> scenario_id -> replication -> value
+Samples = dict[str, dict[int, dict[int, float]]]
+
+DEFAULT_MIN_REPLICATIONS = 10
+DEFAULT_MAX_REPLICATIONS = 5000
+# Each precision batch grows the count by at least this share, so that a projection that
+# keeps falling just short does not cost one round trip per replication.
+MIN_GROWTH = 0.05
+
+SCREENING_PROCEDURE = (
+    "Screening procedure of Nelson, Swann, Goldsman & Song (2001), 'Simple procedures for "
+    "selecting the best simulated system when the number of alternatives is large', "
+    "Operations Research 49(6):950-963, in its common-random-numbers form: pairwise "
+    "difference variances S_ij^2 and the Bonferroni quantile t(1-alpha/(k-1), n-1)"
+)
+
+
+class NotEnoughData(Exception):
+    """Too few stored replications for the statistic asked for."""
+
+
+def samples_of(rows: Iterable[ResultRow]) -> Samples:
+    """Every finite numeric KPI of every row, by KPI, scenario and replication."""
+    out: Samples = {}
+    for row in rows:
+        for kpi, value in kpi_values(row).items():
+            out.setdefault(kpi, {}).setdefault(row["scenario_id"], {})[row["replication"]] = value
+    return out
+
+
+def _moments(values: Iterable[float]) -> Moments:
+    # Sorted, so that a statistic never depends on the order rows were stored in.
+    return Moments.of(sorted(values))
+
+
+# -- run until precise ----------------------------------------------------------------
+
+
+class TargetCheck(TypedDict):
+    scenario_id: int
+    kpi: str
+    n: int
+    mean: float | None
+    half_width: float | None
+    required_half_width: float | None
+    met: bool
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Half-width targets of the 95% intervals, and the bounds on the replication count."""
+
+    targets: dict[str, dict[str, float]]  # kpi -> {"half_width"?, "relative_half_width"?}
+    min_replications: int = DEFAULT_MIN_REPLICATIONS
+    max_replications: int = DEFAULT_MAX_REPLICATIONS
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "targets": self.targets,
+            "min_replications": self.min_replications,
+            "max_replications": self.max_replications,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Precision:
+        return cls(
+            targets={k: dict(v) for k, v in value["targets"].items()},
+            min_replications=int(value.get("min_replications", DEFAULT_MIN_REPLICATIONS)),
+            max_replications=int(value.get("max_replications", DEFAULT_MAX_REPLICATIONS)),
+        )
+
+
+def parse_precision(value: Mapping[str, Any], outputs: Mapping[int, Sequence[str]]) -> Precision:
+    """A schema-checked precision request, checked against the outputs of each scenario."""
+    precision = Precision.from_json(value)
+    errors: list[FieldError] = []
+    if precision.min_replications > precision.max_replications:
+        errors.append(
+            FieldError(
+                field="precision.min_replications",
+                message=f"{precision.min_replications} is more than max_replications "
+                f"({precision.max_replications})",
+            )
+        )
+    for kpi in precision.targets:
+        lacking = [sid for sid, names in outputs.items() if kpi not in names]
+        if lacking:
+            known = ", ".join(outputs[lacking[0]])
+            errors.append(
+                FieldError(
+                    field=f"precision.targets.{kpi}",
+                    message=f"unknown KPI {kpi!r}: the model of scenario {lacking[0]} "
+                    f"produces {known}",
+                )
+            )
+    if errors:
+        raise InvalidInput(errors)
+    return precision
+
+
+def _required(target: Mapping[str, float], mean: float) -> float:
+    """The half-width a KPI must reach: the tightest of its absolute and relative targets."""
+    bounds = [target["half_width"]] if "half_width" in target else []
+    if "relative_half_width" in target:
+        bounds.append(target["relative_half_width"] * abs(mean))
+    return min(bounds)
+
+
+def precision_report(
+    samples: Samples, scenario_ids: Sequence[int], precision: Precision
+) -> list[TargetCheck]:
+    """Each scenario's 95% half-width of each targeted KPI against its target."""
+    report = []
+    for sid in scenario_ids:
+        for kpi, target in precision.targets.items():
+            m = _moments(samples.get(kpi, {}).get(sid, {}).values())
+            hw = half_width(m)
+            required = _required(target, m.mean) if m.n else None
+            report.append(
+                TargetCheck(
+                    scenario_id=sid,
+                    kpi=kpi,
+                    n=m.n,
+                    mean=m.mean if m.n else None,
+                    half_width=hw,
+                    required_half_width=required,
+                    met=hw is not None and required is not None and hw <= required,
+                )
+            )
+    return report
+
+
+def next_count(
+    precision: Precision, report: Sequence[TargetCheck], n: int
+) -> tuple[int, str | None]:
+    """The next replication count per scenario, or (n, why the run stops)."""
+    if all(check["met"] for check in report):
+        return n, "precision_met"
+    if n >= precision.max_replications:
+        return n, "max_replications"
+    projected = max(_projected(check, n) for check in report if not check["met"])
+    floor = n + max(1, math.ceil(n * MIN_GROWTH))
+    return min(precision.max_replications, max(floor, min(2 * n, projected))), None
+
+
+def _projected(check: TargetCheck, n: int) -> int:
+    """Replications that would meet the target if the standard deviation held (h ~ 1/sqrt(n))."""
+    hw, required = check["half_width"], check["required_half_width"]
+    if hw is None or not required:
+        return 2 * n
+    return math.ceil(n * (hw / required) ** 2)
+
+
+# -- compare with a baseline ----------------------------------------------------------
+
+
+class Comparison(TypedDict):
+    scenario_id: int
+    kpi: str
+    direction: Direction
+    n: int
+    baseline_mean: float | None
+    scenario_mean: float | None
+    mean_difference: float | None
+    paired_ci95: list[float] | None
+    welch_ci95: list[float] | None
+    paired_half_width: float | None
+    welch_half_width: float | None
+    paired_to_welch_width: float | None
+    correlation: float | None
+    verdict: Verdict
+
+
+def _interval(centre: float, hw: float | None) -> list[float] | None:
+    return None if hw is None else [centre - hw, centre + hw]
+
+
+def welch_half_width(x: Moments, y: Moments, confidence: float = 0.95) -> float | None:
+    """Half-width of Welch's interval for mean(x) - mean(y), Satterthwaite's df."""
+    sx, sy = std(x), std(y)
+    if sx is None or sy is None:
+        return None
+    vx, vy = sx * sx / x.n, sy * sy / y.n
+    if vx + vy == 0:
+        return 0.0
+    df = (vx + vy) ** 2 / (vx * vx / (x.n - 1) + vy * vy / (y.n - 1))
+    return t_quantile(0.5 + confidence / 2, df) * math.sqrt(vx + vy)
+
+
+def verdict(ci: Sequence[float] | None, direction: Direction) -> Verdict:
+    """Judge scenario minus baseline: an interval clear of zero on the good side is better."""
+    if ci is None or ci[0] <= 0 <= ci[1]:
+        return "no_significant_difference"
+    increased = ci[0] > 0
+    return "better" if increased == (direction == "max") else "worse"
+
+
+def compare_run(
+    samples: Samples,
+    scenario_ids: Sequence[int],
+    baseline: int,
+    directions: Mapping[int, Mapping[str, Direction]],
+) -> list[Comparison]:
+    """One comparison per other scenario and per KPI the baseline's model declares."""
+    out = []
+    for sid in scenario_ids:
+        if sid == baseline:
+            continue
+        for kpi, direction in directions[baseline].items():
+            if kpi in directions[sid]:
+                per_scenario = samples.get(kpi, {})
+                out.append(
+                    compare_pair(
+                        sid,
+                        kpi,
+                        direction,
+                        per_scenario.get(baseline, {}),
+                        per_scenario.get(sid, {}),
+                    )
+                )
+    return out
+
+
+def compare_pair(
+    scenario_id: int,
+    kpi: str,
+    direction: Direction,
+    baseline: Mapping[int, float],
+    scenario: Mapping[int, float],
+) -> Comparison:
+    """Paired and Welch 95% intervals of scenario minus baseline over common replications."""
+    reps = sorted(baseline.keys() & scenario.keys())
+    x = [scenario[r] for r in reps]
+    y = [baseline[r] for r in reps]
+    diff = _moments(a - b for a, b in zip(x, y, strict=True))
+    mx, my = _moments(x), _moments(y)
+    paired, welch = half_width(diff), welch_half_width(mx, my)
+    paired_ci = _interval(diff.mean, paired)
+    return Comparison(
+        scenario_id=scenario_id,
+        kpi=kpi,
+        direction=direction,
+        n=len(reps),
+        baseline_mean=my.mean if reps else None,
+        scenario_mean=mx.mean if reps else None,
+        mean_difference=diff.mean if reps else None,
+        paired_ci95=paired_ci,
+        welch_ci95=_interval(mx.mean - my.mean, welch),
+        paired_half_width=paired,
+        welch_half_width=welch,
+        paired_to_welch_width=paired / welch if paired is not None and welch else None,
+        correlation=_correlation(x, y),
+        verdict=verdict(paired_ci, direction),
+    )
+
+
+def _correlation(x: Sequence[float], y: Sequence[float]) -> float | None:
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+# -- select the best ------------------------------------------------------------------
+
+
+class Screened(TypedDict):
+    scenario_id: int
+    mean: float
+    eliminated_by: int | None
+
+
+def screen_best(
+    samples: Mapping[int, Mapping[int, float]],
+    direction: Direction,
+    confidence: float,
+    indifference: float,
+) -> tuple[list[int], int, list[Screened]]:
+    """Nelson et al.'s (2001) screening: a subset holding the best with the given confidence.
+
+    With k scenarios and n common replications, t = t(1-alpha/(k-1), n-1) and
+    W_ij = t * S_ij / sqrt(n), where S_ij^2 is the sample variance of the differences
+    X_i - X_j. Scenario i stays unless some j beats it by more than (W_ij - indifference)^+.
+    If the best mean is at least `indifference` better than every other, the subset holds
+    it with probability >= confidence. Returns (subset, n, per-scenario detail).
+    """
+    ids = list(samples)
+    reps = sorted(set.intersection(*(set(samples[sid]) for sid in ids))) if ids else []
+    if len(reps) < 2:
+        raise NotEnoughData(
+            f"screening needs at least 2 replications common to every scenario; found {len(reps)}"
+        )
+    sign = 1.0 if direction == "max" else -1.0
+    x = sign * np.array([[samples[sid][r] for r in reps] for sid in ids])
+    means = x.mean(axis=1)
+    n, k = len(reps), len(ids)
+    t = t_quantile(1 - (1 - confidence) / (k - 1), n - 1) if k > 1 else 0.0
+    detail = []
+    for i, sid in enumerate(ids):
+        beaten_by = None
+        for j in range(k):
+            if j == i:
+                continue
+            w = t * float(np.std(x[i] - x[j], ddof=1)) / math.sqrt(n)
+            if means[i] < means[j] - max(w - indifference, 0.0):
+                beaten_by = ids[j]
+                break
+        detail.append(
+            Screened(scenario_id=sid, mean=float(sign * means[i]), eliminated_by=beaten_by)
+        )
+    subset = [d["scenario_id"] for d in detail if d["eliminated_by"] is None]
+    return subset, n, detail
