@@ -323,6 +323,10 @@ RUN: dict[str, Any] = {
             "items": {"type": "object"},
             "description": "each scenario's half-width of each targeted KPI at the last check",
         },
+        "environment": {
+            "type": "object",
+            "description": "simsvc, numpy and Python versions the run was started with",
+        },
         "extensions": {
             "type": "array",
             "items": {"type": "integer"},
