@@ -19,9 +19,12 @@ class FieldError(TypedDict):
 class InvalidInput(Exception):
     """A well-formed value that breaks its schema: a wrong field, type or range."""
 
-    def __init__(self, errors: list[FieldError]) -> None:
+    def __init__(
+        self, errors: list[FieldError], detail: str = "the request body is not valid"
+    ) -> None:
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
         self.errors = errors
+        self.detail = detail
 
 
 def _field(error: ValidationError, prefix: str) -> str:

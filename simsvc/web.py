@@ -44,6 +44,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 PROGRESS_INTERVAL_S = 0.1
 _ID_PATTERN = r"{%s:\d{1,18}}"
 QUERIES = {"compare": COMPARE_QUERY, "select": SELECT_QUERY}
+BAD_QUERY = "the query string is not valid"
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ async def problem_middleware(
             exc.text if exc.text and exc.text != exc.reason else _http_detail(exc, request),
         )
     except InvalidInput as exc:
-        return problem(422, "the request body is not valid", exc.errors)
+        return problem(422, exc.detail, exc.errors)
     except db.InvalidRows as exc:
         return problem(422, "the request body is not valid", [FieldError(**e) for e in exc.errors])  # type: ignore[typeddict-item]
     except BadRequest as exc:
@@ -580,7 +581,9 @@ def read_query(request: web.Request, name: str) -> dict[str, Any]:
     """The query string checked against QUERIES[name], with the schema's defaults filled in."""
     schema = QUERIES[name]
     values = query_values(request.query, schema)
-    request.app[CHECKERS][name].check(values)
+    errors = request.app[CHECKERS][name].errors(values)
+    if errors:
+        raise InvalidInput(errors, BAD_QUERY)
     defaults = {k: p["default"] for k, p in schema["properties"].items() if "default" in p}
     return {**defaults, **values}
 
@@ -605,7 +608,7 @@ async def compare_scenarios(request: web.Request) -> web.Response:
     baseline = read_query(request, "compare")["baseline"]
     if baseline not in run["scenario_ids"]:
         message = f"scenario {baseline} is not part of run {run['run_id']} {run['scenario_ids']}"
-        raise InvalidInput([FieldError(field="baseline", message=message)])
+        raise InvalidInput([FieldError(field="baseline", message=message)], BAD_QUERY)
     directions = _directions(app, run)
     samples = analysis.samples_of(await app[DB].run_results(run["run_id"]))
     comparisons = analysis.compare_run(samples, run["scenario_ids"], baseline, directions)
@@ -629,7 +632,7 @@ async def select_best(request: web.Request) -> web.Response:
     if lacking:
         known = ", ".join(directions[lacking[0]])
         message = f"unknown KPI {kpi!r}: the model of scenario {lacking[0]} ranks {known}"
-        raise InvalidInput([FieldError(field="kpi", message=message)])
+        raise InvalidInput([FieldError(field="kpi", message=message)], BAD_QUERY)
     direction = directions[run["scenario_ids"][0]][kpi]
     per_scenario = analysis.samples_of(await app[DB].run_results(run["run_id"])).get(kpi, {})
     samples = {sid: per_scenario.get(sid, {}) for sid in run["scenario_ids"]}

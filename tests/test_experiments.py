@@ -246,7 +246,9 @@ async def test_bad_compare_query_is_refused_naming_the_field(
     await wait_for_run(client, answer["run_id"])
     resp = await client.get(f"/api/simulations/{answer['run_id']}/compare?{query}")
     assert resp.status == 422
-    assert field in [e["field"] for e in (await resp.json())["errors"]]
+    problem = await resp.json()
+    assert field in [e["field"] for e in problem["errors"]]
+    assert problem["detail"] == "the query string is not valid"
 
 
 async def test_compare_of_an_unknown_run_is_404(client: Client) -> None:
