@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import math
-import platform
 import re
 import secrets
 import time
@@ -18,10 +17,9 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
-from . import __version__, analysis, db, sim, stats
+from . import __version__, analysis, db, experiments, sim, stats
 from .hub import Hub, encode_event_fragment
 from .openapi import (
     COMPARE_QUERY,
@@ -316,7 +314,7 @@ async def start_run(request: web.Request) -> web.Response:
     replications = precision.min_replications if precision else int(body.get("replications", 3))
     seed = int(body["seed"]) if "seed" in body else secrets.randbelow(2**31)
     pace_s = float(body.get("pace_s", 0))
-    options = _run_options(precision)
+    options = experiments.run_options(precision)
     run = await app[DB].create_run(scenario_ids, replications, seed, pace_s, options, snapshot)
     job = sim.RunJob(
         run_id=run["run_id"],
@@ -324,7 +322,7 @@ async def start_run(request: web.Request) -> web.Response:
         scenarios=plan,
         pairs=sim.pending_pairs(scenario_ids, range(1, replications + 1), set()),
         pace_s=pace_s,
-        next_pairs=_precision_planner(app, precision) if precision else None,
+        next_pairs=_experiments(app).precision_planner(precision) if precision else None,
     )
     app[RUNNER].start(job)
     log.info(
@@ -347,7 +345,7 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     run = await request.app[DB].get_run(path_id(request, "run_id"))
     view = run_view(run)
-    view["manifest"] = manifest(run)
+    view["manifest"] = experiments.manifest(run)
     view["results"] = await request.app[AGGREGATES].compute(run["run_id"])
     return json_response(view)
 
@@ -400,7 +398,7 @@ def _csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-# -- experiments: precision, extend, resume, replay, compare, select ------------------
+# -- experiments: precision, extend, resume, replay, compare, select -------------------
 
 
 def _precision(body: Mapping[str, Any], plan: sim.ScenarioPlan) -> analysis.Precision | None:
@@ -413,90 +411,9 @@ def _precision(body: Mapping[str, Any], plan: sim.ScenarioPlan) -> analysis.Prec
     return analysis.parse_precision(body["precision"], outputs)
 
 
-def _run_options(precision: analysis.Precision | None) -> dict[str, Any]:
-    # The software a run was computed with belongs in its manifest.
-    environment = {
-        "simsvc": __version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-    options: dict[str, Any] = {"environment": environment}
-    if precision is not None:
-        options["precision"] = precision.as_json()
-    return options
-
-
-def manifest(run: db.Run) -> dict[str, Any]:
-    """Everything needed to recompute any replication of a run with its model alone."""
-    models = {(s["model"], s["model_version"]) for s in run["snapshot"].values()}
-    return {
-        "seed": run["seed"],
-        "seed_scheme": sim.SEED_SCHEME,
-        "replications": run["replications"],
-        "models": [{"name": n, "version": v} for n, v in sorted(models)],
-        "scenarios": run["snapshot"],
-        "environment": run["options"].get("environment"),
-        "recompute": "models[model].simulate(params, "
-        "numpy.random.default_rng([seed, replication]))",
-    }
-
-
-def _precision_planner(
-    app: web.Application, precision: analysis.Precision
-) -> Callable[[sim.RunJob], Awaitable[list[tuple[int, int]]]]:
-    """The runner's `next_pairs` for a precision run: check the targets, plan the next batch."""
-
-    async def next_pairs(job: sim.RunJob) -> list[tuple[int, int]]:
-        database = app[DB]
-        run = await database.get_run(job.run_id)
-        n, scenario_ids = run["replications"], run["scenario_ids"]
-        samples = analysis.samples_of(await database.run_results(job.run_id))
-        report = analysis.precision_report(samples, scenario_ids, precision)
-        count, job.stopped_because = analysis.next_count(precision, report, n)
-        options = {**run["options"], "precision_report": report}
-        await database.update_run_plan(job.run_id, count, options)
-        log.info("run %d: %d replications per scenario, next %d", job.run_id, n, count)
-        return sim.pending_pairs(scenario_ids, range(n + 1, count + 1), set())
-
-    return next_pairs
-
-
-def _snapshot_plan(
-    app: web.Application, run: db.Run, scenario_ids: list[int] | None = None
-) -> sim.ScenarioPlan:
-    """The models and params a run was started with, refused if the model has changed."""
-    plan: sim.ScenarioPlan = {}
-    for sid in scenario_ids or run["scenario_ids"]:
-        entry = run["snapshot"][str(sid)]
-        model = app[MODELS].get(entry["model"])
-        if model is None or model.version != entry["model_version"]:
-            now = "not installed" if model is None else f"installed at version {model.version}"
-            raise db.Conflict(
-                f"run {run['run_id']} used model {entry['model']} {entry['model_version']}, "
-                f"which is {now}; its replications cannot be reproduced"
-            )
-        plan[sid] = (model, entry["params"])
-    return plan
-
-
-async def _restart(
-    app: web.Application,
-    run: db.Run,
-    replications: int,
-    options: Mapping[str, Any],
-    next_pairs: Callable[[sim.RunJob], Awaitable[list[tuple[int, int]]]] | None,
-) -> db.Run:
-    """Queue a finished run again and run every pair up to `replications` it lacks."""
-    run_id = run["run_id"]
-    plan = _snapshot_plan(app, run)
-    reopened = await app[DB].reopen_run(run_id, replications, options)
-    await app[RUNNER].wait(run_id)  # a run that has just finished may still be winding down
-    stored = await app[DB].stored_replications(run_id)
-    pairs = sim.pending_pairs(run["scenario_ids"], range(1, replications + 1), stored)
-    job = sim.RunJob(run_id, run["seed"], plan, pairs, run["pace_s"], next_pairs=next_pairs)
-    app[RUNNER].start(job)
-    log.info("run %d restarted: %d replications to compute", run_id, len(pairs))
-    return reopened
+def _experiments(app: web.Application) -> experiments.Experiments:
+    models: dict[str, sim.Model] = app[MODELS]
+    return experiments.Experiments(app[DB], app[RUNNER], models)
 
 
 def _accepted(run: db.Run) -> web.Response:
@@ -508,73 +425,21 @@ async def extend_run(request: web.Request) -> web.Response:
     app = request.app
     run = await app[DB].get_run(path_id(request, "run_id"))
     added = int((await read_json(request, app[CHECKERS]["extend"]))["replications"])
-    if run["status"] in db.ACTIVE:
-        raise db.Conflict(f"run {run['run_id']} is {run['status']}; extend it once it has finished")
-    count = run["replications"] + added
-    if count > MAX_REPLICATIONS:
+    if run["replications"] + added > MAX_REPLICATIONS:
         message = f"{run['replications']} + {added} exceeds the limit of {MAX_REPLICATIONS}"
         raise InvalidInput([FieldError(field="replications", message=message)])
-    options = {**run["options"], "extensions": [*run["options"].get("extensions", []), added]}
-    return _accepted(await _restart(app, run, count, options, None))
+    return _accepted(await _experiments(app).extend(run, added))
 
 
 async def resume_run(request: web.Request) -> web.Response:
-    app = request.app
-    run = await app[DB].get_run(path_id(request, "run_id"))
-    if run["status"] not in ("interrupted", "failed", "cancelled"):
-        raise db.Conflict(
-            f"run {run['run_id']} is {run['status']}; only interrupted, failed or cancelled runs "
-            "can be resumed (a completed run can be extended)"
-        )
-    precision = run["options"].get("precision")
-    # A precision run keeps deciding its count, unless it was extended past that decision.
-    planner = None
-    if precision is not None and "extensions" not in run["options"]:
-        planner = _precision_planner(app, analysis.Precision.from_json(precision))
-    return _accepted(await _restart(app, run, run["replications"], run["options"], planner))
+    run = await request.app[DB].get_run(path_id(request, "run_id"))
+    return _accepted(await _experiments(request.app).resume(run))
 
 
 async def replay_replication(request: web.Request) -> web.Response:
-    app = request.app
-    run = await app[DB].get_run(path_id(request, "run_id"))
+    run = await request.app[DB].get_run(path_id(request, "run_id"))
     sid, r = path_id(request, "scenario_id"), path_id(request, "replication")
-    if sid not in run["scenario_ids"]:
-        raise db.NotFound(f"scenario {sid} is not part of run {run['run_id']}")
-    if not 1 <= r <= run["replications"]:
-        raise db.NotFound(f"run {run['run_id']} has replications 1..{run['replications']}")
-    plan = _snapshot_plan(app, run, [sid])
-    stored = await app[DB].run_result(run["run_id"], sid, r)
-    rows = await app[RUNNER].backend.submit(sim.simulate_chunk, plan, run["seed"], [(sid, r)])
-    recomputed = json.loads(json.dumps(rows[0]))  # the form a stored row comes back in
-    entry = run["snapshot"][str(sid)]
-    return json_response(
-        {
-            "run_id": run["run_id"],
-            "scenario_id": sid,
-            "replication": r,
-            "seed": run["seed"],
-            "model": entry["model"],
-            "model_version": entry["model_version"],
-            "params": entry["params"],
-            "stored": stored,
-            "recomputed": recomputed,
-            "matches": None if stored is None else stored == recomputed,
-            "differences": [] if stored is None else _differences(dict(stored), recomputed),
-        }
-    )
-
-
-def _differences(stored: Mapping[str, Any], recomputed: Mapping[str, Any]) -> list[str]:
-    """The fields (metrics as metrics.<key>) whose values differ."""
-    flat = [
-        {**{k: v for k, v in row.items() if k != "metrics"}, **_prefixed(row.get("metrics", {}))}
-        for row in (stored, recomputed)
-    ]
-    return sorted(k for k in flat[0].keys() | flat[1].keys() if flat[0].get(k) != flat[1].get(k))
-
-
-def _prefixed(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    return {f"metrics.{k}": v for k, v in metrics.items()}
+    return json_response(await _experiments(request.app).replay(run, sid, r))
 
 
 def read_query(request: web.Request, name: str) -> dict[str, Any]:
@@ -588,20 +453,6 @@ def read_query(request: web.Request, name: str) -> dict[str, Any]:
     return {**defaults, **values}
 
 
-def _directions(app: web.Application, run: db.Run) -> dict[int, dict[str, analysis.Direction]]:
-    """Each scenario's KPIs and whether lower or higher is better, from its model."""
-    out = {}
-    for sid in run["scenario_ids"]:
-        name = run["snapshot"][str(sid)]["model"]
-        model = app[MODELS].get(name)
-        if model is None:
-            raise db.Conflict(
-                f"scenario {sid} of run {run['run_id']} used model {name!r}, which is not installed"
-            )
-        out[sid] = {k["name"]: k["direction"] for k in model.kpis}
-    return out
-
-
 async def compare_scenarios(request: web.Request) -> web.Response:
     app = request.app
     run = await app[DB].get_run(path_id(request, "run_id"))
@@ -609,7 +460,7 @@ async def compare_scenarios(request: web.Request) -> web.Response:
     if baseline not in run["scenario_ids"]:
         message = f"scenario {baseline} is not part of run {run['run_id']} {run['scenario_ids']}"
         raise InvalidInput([FieldError(field="baseline", message=message)], BAD_QUERY)
-    directions = _directions(app, run)
+    directions = _experiments(app).directions(run)
     samples = analysis.samples_of(await app[DB].run_results(run["run_id"]))
     comparisons = analysis.compare_run(samples, run["scenario_ids"], baseline, directions)
     return json_response(
@@ -627,7 +478,7 @@ async def select_best(request: web.Request) -> web.Response:
     run = await app[DB].get_run(path_id(request, "run_id"))
     query = read_query(request, "select")
     kpi = query["kpi"]
-    directions = _directions(app, run)
+    directions = _experiments(app).directions(run)
     lacking = [sid for sid in run["scenario_ids"] if kpi not in directions[sid]]
     if lacking:
         known = ", ".join(directions[lacking[0]])
