@@ -472,6 +472,18 @@ async def test_bad_extend_is_refused_and_changes_nothing(
     assert (run["replications"], run["status"], run["done"]) == (2, "completed", 6)
 
 
+async def test_two_concurrent_extends_start_the_run_once(client: Client) -> None:
+    answer = await start_run(client, seed=3, replications=2)
+    await wait_for_run(client, answer["run_id"])
+    path = f"/api/simulations/{answer['run_id']}/extend"
+    responses = await asyncio.gather(
+        client.post(path, json={"replications": 3}), client.post(path, json={"replications": 3})
+    )
+    assert sorted(r.status for r in responses) == [202, 409]
+    run = await wait_for_run(client, answer["run_id"])
+    assert (run["replications"], run["done"], run["extensions"]) == (5, 15, [3])
+
+
 async def test_extend_or_resume_of_an_unknown_run_is_404(client: Client) -> None:
     extend = await client.post("/api/simulations/42/extend", json={"replications": 1})
     resume = await client.post("/api/simulations/42/resume")
@@ -566,3 +578,16 @@ async def test_run_view_carries_every_kpi_and_metric_aggregated(client: Client) 
     assert summary["mean"] == pytest.approx(float(np.mean(utilization)))
     assert summary["std"] == pytest.approx(float(np.std(utilization, ddof=1)))
     assert set(first["metrics"]) >= {"total_labor_costs", "orders", "overtime_hours"}
+
+
+async def test_openapi_documents_every_analytics_route_and_body(client: Client) -> None:
+    spec = await get(client, "/openapi.json")
+    paths = spec["paths"]
+    for tail in ("compare", "select", "extend", "resume"):
+        assert f"/api/simulations/{{run_id}}/{tail}" in paths
+    assert "/api/simulations/{run_id}/replications/{scenario_id}/{replication}" in paths
+    schemas = spec["components"]["schemas"]
+    assert schemas["RunRequest"]["properties"]["precision"] == schemas["Precision"]
+    assert schemas["ExtendRequest"]["required"] == ["replications"]
+    select = paths["/api/simulations/{run_id}/select"]["get"]["parameters"]
+    assert {p["name"] for p in select} == {"kpi", "indifference", "confidence"}
