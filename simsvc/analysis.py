@@ -86,10 +86,13 @@ class Precision:
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Precision:
+        most = int(value.get("max_replications", DEFAULT_MAX_REPLICATIONS))
+        # A small max_replications lowers the default first batch rather than clash with it.
+        least = int(value.get("min_replications", min(DEFAULT_MIN_REPLICATIONS, most)))
         return cls(
             targets={k: dict(v) for k, v in value["targets"].items()},
-            min_replications=int(value.get("min_replications", DEFAULT_MIN_REPLICATIONS)),
-            max_replications=int(value.get("max_replications", DEFAULT_MAX_REPLICATIONS)),
+            min_replications=least,
+            max_replications=most,
         )
 
 

@@ -56,7 +56,8 @@ PRECISION: dict[str, Any] = {
             "minimum": 2,
             "maximum": MAX_REPLICATIONS,
             "default": 10,
-            "description": "replications per scenario of the first batch",
+            "description": "replications per scenario of the first batch "
+            "(default 10, or max_replications if that is smaller)",
         },
         "max_replications": {
             "type": "integer",

@@ -109,14 +109,23 @@ async def test_precision_run_stops_once_every_scenario_meets_every_target(
     assert run["precision"]["targets"] == PRECISE["targets"]
 
 
+@pytest.mark.parametrize(
+    ("bounds", "final"),
+    [
+        # Batches of 5, then 10, then capped at 12.
+        ({"min_replications": 5, "max_replications": 12}, 12),
+        # A max under the default first batch of 10 lowers that batch instead of clashing.
+        ({"max_replications": 4}, 4),
+    ],
+)
 async def test_precision_run_stops_at_max_replications_when_targets_are_out_of_reach(
-    client: Client,
+    client: Client, bounds: Json, final: int
 ) -> None:
-    precision = {"targets": {"total_labor_costs": {"half_width": 1e-9}}, "max_replications": 12}
+    precision = {"targets": {"total_labor_costs": {"half_width": 1e-9}}, **bounds}
     answer = await start_run(client, seed=1, precision=precision)
     run = await wait_for_run(client, answer["run_id"])
     assert (run["status"], run["stopped_because"]) == ("completed", "max_replications")
-    assert (run["replications"], run["done"], run["total"]) == (12, 36, 36)
+    assert (run["replications"], run["done"], run["total"]) == (final, 3 * final, 3 * final)
 
 
 async def test_precision_target_may_name_a_metric(client: Client) -> None:
