@@ -70,7 +70,7 @@ PRECISION: dict[str, Any] = {
     "description": (
         "Run in batches until every target is met for every scenario, or max_replications. "
         "Every scenario gets the same count, so common random numbers stay paired. "
-        "Not combined with `replications`."
+        "A `replications` given alongside stands for min_replications, unless that is given."
     ),
 }
 

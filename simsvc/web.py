@@ -404,11 +404,12 @@ def _csv_cell(value: Any) -> Any:
 def _precision(body: Mapping[str, Any], plan: sim.ScenarioPlan) -> analysis.Precision | None:
     if "precision" not in body:
         return None
+    request = dict(body["precision"])
     if "replications" in body:
-        message = "leave it out when precision is given; precision sets min_replications"
-        raise InvalidInput([FieldError(field="replications", message=message)])
+        # Read as the first batch; an interval needs at least two replications.
+        request.setdefault("min_replications", max(2, int(body["replications"])))
     outputs = {sid: model.outputs for sid, (model, _) in plan.items()}
-    return analysis.parse_precision(body["precision"], outputs)
+    return analysis.parse_precision(request, outputs)
 
 
 def _experiments(app: web.Application) -> experiments.Experiments:

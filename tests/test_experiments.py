@@ -145,6 +145,14 @@ async def test_precision_run_stops_at_max_replications_when_targets_are_out_of_r
     assert (run["replications"], run["done"], run["total"]) == (final, 3 * final, 3 * final)
 
 
+async def test_replications_beside_precision_is_the_first_batch(client: Client) -> None:
+    precision = {"targets": {"total_labor_costs": {"half_width": 1e-9}}, "max_replications": 30}
+    answer = await start_run(client, seed=1, replications=7, precision=precision)
+    assert answer["run"]["replications"] == 7
+    run = await wait_for_run(client, answer["run_id"])
+    assert (run["replications"], run["stopped_because"]) == (30, "max_replications")
+
+
 async def test_precision_target_may_name_a_metric(client: Client) -> None:
     precision = {"targets": {"utilization": {"half_width": 0.02}}, "min_replications": 4}
     answer = await start_run(client, seed=2, scenario_ids=[1, 3], precision=precision)
@@ -201,10 +209,13 @@ async def test_same_seed_precision_runs_agree_on_the_count(client: Client) -> No
             {"precision": {"targets": {"orders": {"half_width": 1}}, "min_replications": 1}},
             "precision.min_replications",
         ),
-        # A fixed count contradicts running until precise.
+        # A first batch (given as replications) above the cap.
         (
-            {"replications": 30, "precision": {"targets": {"orders": {"half_width": 1}}}},
-            "replications",
+            {
+                "replications": 30,
+                "precision": {"targets": {"orders": {"half_width": 1}}, "max_replications": 20},
+            },
+            "precision.min_replications",
         ),
         ({"precision": {}}, "precision.targets"),
     ],
