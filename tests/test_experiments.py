@@ -7,6 +7,7 @@ import itertools
 import json
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -502,6 +503,27 @@ async def test_two_concurrent_extends_start_the_run_once(client: Client) -> None
     assert sorted(r.status for r in responses) == [202, 409]
     run = await wait_for_run(client, answer["run_id"])
     assert (run["replications"], run["done"], run["extensions"]) == (5, 15, [3])
+
+
+class ShiftedModelV2(ShiftedModel):
+    version = "2"
+
+
+async def test_a_changed_model_version_refuses_extend_and_replay(
+    aiohttp_client: AiohttpClient, config: Config, tmp_path: Path
+) -> None:
+    shared = replace(config, db_path=str(tmp_path / "runs.db"))
+    client, ids = await shifted_client(aiohttp_client, shared)
+    answer = await finished_run(client, seed=1, replications=2, scenario_ids=ids[:2])
+    await client.close()
+    upgraded = await aiohttp_client(create_app(shared, models={"shifted": ShiftedModelV2()}))
+    path = f"/api/simulations/{answer['run_id']}"
+    before = await get(upgraded, path)
+    extend = await upgraded.post(f"{path}/extend", json={"replications": 1})
+    replay = await upgraded.get(f"{path}/replications/{ids[0]}/1")
+    assert (extend.status, replay.status) == (409, 409)
+    assert "shifted 1" in (await extend.json())["detail"]
+    assert await get(upgraded, path) == before
 
 
 async def test_extend_or_resume_of_an_unknown_run_is_404(client: Client) -> None:
