@@ -222,12 +222,13 @@ def verdict(ci: Sequence[float] | None, direction: Direction) -> Verdict:
 
 
 def compare_run(
-    samples: Samples,
+    rows: Iterable[ResultRow],
     scenario_ids: Sequence[int],
     baseline: int,
     directions: Mapping[int, Mapping[str, Direction]],
 ) -> list[Comparison]:
     """One comparison per other scenario and per KPI the baseline's model declares."""
+    samples = samples_of(rows)
     out = []
     for sid in scenario_ids:
         if sid == baseline:
@@ -335,3 +336,27 @@ def screen_best(
         )
     subset = [d["scenario_id"] for d in detail if d["eliminated_by"] is None]
     return subset, n, detail
+
+
+def select_best(
+    rows: Iterable[ResultRow],
+    scenario_ids: Sequence[int],
+    kpi: str,
+    direction: Direction,
+    confidence: float,
+    indifference: float,
+) -> dict[str, Any]:
+    """The screening of `screen_best` on one KPI of a run's rows, as the API answers it."""
+    per_scenario = samples_of(rows).get(kpi, {})
+    samples = {sid: per_scenario.get(sid, {}) for sid in scenario_ids}
+    subset, n, detail = screen_best(samples, direction, confidence, indifference)
+    return {
+        "kpi": kpi,
+        "direction": direction,
+        "confidence": confidence,
+        "indifference": indifference,
+        "n": n,
+        "subset": subset,
+        "procedure": SCREENING_PROCEDURE,
+        "scenarios": detail,
+    }

@@ -7,6 +7,7 @@ with `analysis`; it knows nothing of HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import platform
@@ -51,6 +52,13 @@ def manifest(run: db.Run) -> dict[str, Any]:
     }
 
 
+def _report(
+    rows: list[db.ResultRow], scenario_ids: list[int], precision: analysis.Precision
+) -> list[analysis.TargetCheck]:
+    # Off the event loop: a long run has many rows to look through.
+    return analysis.precision_report(analysis.samples_of(rows), scenario_ids, precision)
+
+
 def differences(stored: Mapping[str, Any], recomputed: Mapping[str, Any]) -> list[str]:
     """The fields of two rows whose values differ, metrics named `metrics.<key>`."""
     flat = [
@@ -80,8 +88,8 @@ class Experiments:
         async def next_pairs(job: sim.RunJob) -> list[tuple[int, int]]:
             run = await self._db.get_run(job.run_id)
             n, scenario_ids = run["replications"], run["scenario_ids"]
-            samples = analysis.samples_of(await self._db.run_results(job.run_id))
-            report = analysis.precision_report(samples, scenario_ids, precision)
+            rows = await self._db.run_results(job.run_id)
+            report = await asyncio.to_thread(_report, rows, scenario_ids, precision)
             count, job.stopped_because = analysis.next_count(precision, report, n)
             options = {**run["options"], "precision_report": report}
             await self._db.update_run_plan(job.run_id, count, options)

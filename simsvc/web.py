@@ -462,8 +462,10 @@ async def compare_scenarios(request: web.Request) -> web.Response:
         message = f"scenario {baseline} is not part of run {run['run_id']} {run['scenario_ids']}"
         raise InvalidInput([FieldError(field="baseline", message=message)], BAD_QUERY)
     directions = _experiments(app).directions(run)
-    samples = analysis.samples_of(await app[DB].run_results(run["run_id"]))
-    comparisons = analysis.compare_run(samples, run["scenario_ids"], baseline, directions)
+    rows = await app[DB].run_results(run["run_id"])
+    comparisons = await asyncio.to_thread(
+        analysis.compare_run, rows, run["scenario_ids"], baseline, directions
+    )
     return json_response(
         {
             "run_id": run["run_id"],
@@ -486,27 +488,13 @@ async def select_best(request: web.Request) -> web.Response:
         message = f"unknown KPI {kpi!r}: the model of scenario {lacking[0]} ranks {known}"
         raise InvalidInput([FieldError(field="kpi", message=message)], BAD_QUERY)
     direction = directions[run["scenario_ids"][0]][kpi]
-    per_scenario = analysis.samples_of(await app[DB].run_results(run["run_id"])).get(kpi, {})
-    samples = {sid: per_scenario.get(sid, {}) for sid in run["scenario_ids"]}
+    rows = await app[DB].run_results(run["run_id"])
+    args = (rows, run["scenario_ids"], kpi, direction, query["confidence"], query["indifference"])
     try:
-        subset, n, detail = analysis.screen_best(
-            samples, direction, query["confidence"], query["indifference"]
-        )
+        selection = await asyncio.to_thread(analysis.select_best, *args)
     except analysis.NotEnoughData as exc:
         raise db.Conflict(f"run {run['run_id']}: {exc}") from exc
-    return json_response(
-        {
-            "run_id": run["run_id"],
-            "kpi": kpi,
-            "direction": direction,
-            "confidence": query["confidence"],
-            "indifference": query["indifference"],
-            "n": n,
-            "subset": subset,
-            "procedure": analysis.SCREENING_PROCEDURE,
-            "scenarios": detail,
-        }
-    )
+    return json_response({"run_id": run["run_id"], **selection})
 
 
 # -- results --------------------------------------------------------------------------
