@@ -104,3 +104,9 @@ async def test_plugin_model_runs_to_precision_compares_and_replays(dock_client: 
         await dock_client.get(f"/api/simulations/{run['run_id']}/replications/{ids[1]}/2")
     ).json()
     assert replay["matches"] is True
+
+
+def test_plugin_docs_show_the_tested_package_verbatim() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    for name in ("pyproject.toml", "simsvc_loading_dock/__init__.py"):
+        assert (PLUGIN / name).read_text(encoding="utf-8").strip() in docs, name
