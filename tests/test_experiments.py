@@ -437,6 +437,8 @@ async def test_run_killed_halfway_resumes_to_the_uninterrupted_result(
     run_id = answer["run_id"]
     await wait_for_progress(before, run_id, at_least=10)
     await asyncio.to_thread(_snapshot, live, crashed)
+    # The live service may finish; the snapshot keeps the run as a crash would leave it.
+    await wait_for_run(before, run_id)
     await before.close()
 
     after = await make_client(db_path=str(crashed))
