@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 default_workers = sim.default_workers
 STATIC_DIR = Path(__file__).parent / "static"
 PROGRESS_INTERVAL_S = 0.1
+# the scenarios of a new database: the warehouse model's defaults but for `workers`
+SEED_SCENARIOS = (("現状シナリオ", 5), ("人員1名追加", 6), ("人員1名削減", 4))
 _ID_PATTERN = r"{%s:\d{1,18}}"
 
 
@@ -543,7 +545,11 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    database = await db.Database.open(app[CONFIG].db_path)
+    initial = [
+        (name, "warehouse", app[PARAMS].complete("warehouse", {"workers": workers}))
+        for name, workers in SEED_SCENARIOS
+    ]
+    database = await db.Database.open(app[CONFIG].db_path, initial)
     interrupted = await database.interrupt_active_runs()
     if interrupted:
         log.warning(
