@@ -254,6 +254,12 @@ async def test_client_mistakes_get_problem_json(
     assert "Traceback" not in json.dumps(problem)
 
 
+async def test_method_not_allowed_names_the_allowed_methods(client: Client) -> None:
+    resp = await client.put("/api/results")
+    await problem_of(resp, 405)
+    assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
+
+
 async def test_body_over_one_mebibyte_is_413(client: Client) -> None:
     big = json.dumps([ingest_row(replication=i) for i in range(15000)])
     assert len(big) > 1 << 20
