@@ -424,6 +424,7 @@ class RunJob:
     # Asked once the pairs are stored: the next batch, or [] to finish (precision runs).
     next_pairs: Callable[[RunJob], Awaitable[list[tuple[int, int]]]] | None = None
     stopped_because: str | None = None
+    started: bool = field(default=False, init=False)
     cancel_requested: bool = field(default=False, init=False)
 
 
@@ -465,7 +466,10 @@ class Runner:
             return False
         job, task = entry
         job.cancel_requested = True
-        task.cancel()
+        if job.started:
+            task.cancel()
+        # A task cancelled before its first step never runs its handlers; an unstarted
+        # job sees the flag as it starts instead.
         return True
 
     async def wait(self, run_id: int) -> None:
@@ -482,7 +486,10 @@ class Runner:
         await self.backend.close()
 
     async def _run(self, job: RunJob) -> None:
+        job.started = True
         try:
+            if job.cancel_requested:
+                raise asyncio.CancelledError
             await self._sink.run_started(job.run_id)
             await self._execute(job, job.pairs)
             while job.next_pairs is not None:

@@ -518,7 +518,9 @@ async def test_a_changed_model_version_refuses_extend_and_replay(
     client, ids = await shifted_client(aiohttp_client, shared)
     answer = await finished_run(client, seed=1, replications=2, scenario_ids=ids[:2])
     await client.close()
-    upgraded = await aiohttp_client(create_app(shared, models={"shifted": ShiftedModelV2()}))
+    upgraded = await aiohttp_client(
+        create_app(shared, models={**sim.load_models(), "shifted": ShiftedModelV2()})
+    )
     path = f"/api/simulations/{answer['run_id']}"
     before = await get(upgraded, path)
     extend = await upgraded.post(f"{path}/extend", json={"replications": 1})
@@ -584,7 +586,9 @@ class DriftingModel(sim.Model):
 async def test_replay_reports_a_model_that_no_longer_reproduces_its_rows(
     aiohttp_client: AiohttpClient, config: Config
 ) -> None:
-    client = await aiohttp_client(create_app(config, models={"drifting": DriftingModel()}))
+    client = await aiohttp_client(
+        create_app(config, models={**sim.load_models(), "drifting": DriftingModel()})
+    )
     resp = await client.post("/api/scenarios", json={"scenario_name": "d", "model": "drifting"})
     sid = (await resp.json())["scenario_id"]
     answer = await finished_run(client, seed=1, replications=2, scenario_ids=[sid])
