@@ -147,13 +147,18 @@ def precision_report(
                     scenario_id=sid,
                     kpi=kpi,
                     n=m.n,
-                    mean=m.mean if m.n else None,
-                    half_width=hw,
-                    required_half_width=required,
+                    mean=_finite(m.mean) if m.n else None,
+                    half_width=_finite(hw),
+                    required_half_width=_finite(required),
                     met=hw is not None and required is not None and hw <= required,
                 )
             )
     return report
+
+
+def _finite(value: float | None) -> float | None:
+    # JSON has no infinity: a bound that overflowed is reported as unknown.
+    return value if value is not None and math.isfinite(value) else None
 
 
 def next_count(

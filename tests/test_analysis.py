@@ -170,3 +170,12 @@ def test_relative_and_absolute_targets_use_the_tighter_bound() -> None:
     (check,) = analysis.precision_report({"x": {1: values}}, [1], precision)
     assert check["required_half_width"] == pytest.approx(1.0)  # 1% of 100 beats 5
     assert check["met"] is False
+
+
+def test_precision_report_never_holds_infinity() -> None:
+    # 1e300 * 1e10 overflows; the report must stay valid JSON.
+    precision = Precision(targets={"x": {"relative_half_width": 1e10}})
+    values = {1: 1e300, 2: 1e300, 3: 1e300}
+    (check,) = analysis.precision_report({"x": {1: values}}, [1], precision)
+    assert check["required_half_width"] is None
+    assert check["met"] is True
