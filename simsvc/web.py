@@ -34,6 +34,7 @@ from .schema import Checker, FieldError, InvalidInput
 log = logging.getLogger(__name__)
 
 default_workers = sim.default_workers
+POOL_EXECUTORS = sim.POOL_EXECUTORS
 STATIC_DIR = Path(__file__).parent / "static"
 PROGRESS_INTERVAL_S = 0.1
 _ID_PATTERN = r"{%s:\d{1,18}}"
@@ -45,7 +46,7 @@ class Config:
 
     db_path: str = "simsvc.db"
     workers: int = field(default_factory=sim.default_workers)
-    executor: sim.ExecutorKind = "process"
+    executor: str = "process"  # process, thread, inline, dask-local or dask://HOST:PORT
     heartbeat_s: float = 30.0
     max_ws_message_bytes: int = 64 * 1024
 
@@ -559,7 +560,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    backend = sim.PoolBackend(config.executor, config.workers)
+    backend = await sim.open_backend(config.executor, config.workers)
     app[RUNNER] = sim.Runner(backend, RunEvents(app))
     try:
         yield
