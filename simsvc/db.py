@@ -399,9 +399,9 @@ class Database:
                 " WHERE run_id = ?",
                 (status, utcnow(), error, stopped_because, run_id),
             )
-            rows = await self._run_rows_unlocked(run_id)
+            stats = await self._run_stats_unlocked(run_id)
             await conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (run_id,))
-            await self._write_stats(run_id, _stats_of_rows(rows))
+            await self._write_stats(run_id, stats)
             self.generation += 1
         return await self.get_run(run_id)
 
@@ -486,6 +486,16 @@ class Database:
             (run_id,),
         ) as cursor:
             return [_result(r) for r in await cursor.fetchall()]
+
+    async def _run_stats_unlocked(self, run_id: int) -> ScenarioStats:
+        """A run's moments from its rows, computed off the event loop: a run can be 10^5 rows."""
+        async with self._conn.execute(
+            "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
+            " metrics FROM results WHERE run_id = ?",
+            (run_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return await asyncio.to_thread(lambda: _stats_of_rows(_result(r) for r in rows))
 
     async def stored_replications(self, run_id: int) -> set[tuple[int, int]]:
         """The (scenario_id, replication) pairs a run has stored."""

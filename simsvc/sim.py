@@ -325,6 +325,7 @@ def _plain(value: Any) -> Any:
 
 ExecutorKind = Literal["process", "thread", "inline"]
 POOL_EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
+WORKER_NICENESS = 10
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -363,7 +364,9 @@ class PoolBackend:
         if self.kind == "process":
             method = "spawn" if sys.platform == "win32" else "forkserver"
             return concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context(method)
+                self.workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_lower_priority,
             )
         if self.kind == "thread":
             return concurrent.futures.ThreadPoolExecutor(self.workers, "simsvc-sim")
@@ -390,6 +393,16 @@ class PoolBackend:
     async def close(self) -> None:
         pool = self._pool
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Make a worker process yield the CPU to the service's event loop when both want it.
+
+    Replications are batch work; the event loop answers requests and feeds the sockets,
+    so on a machine whose cores the workers saturate, it should not wait for a time slice.
+    """
+    if hasattr(os, "nice"):  # POSIX only; elsewhere the workers keep normal priority
+        os.nice(WORKER_NICENESS)
 
 
 def _ready() -> int:

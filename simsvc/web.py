@@ -391,8 +391,8 @@ async def get_results(request: web.Request) -> web.Response:
     run_id = query_int(request, "run_id")
     if run_id is not None:
         await request.app[DB].get_run(run_id)
-    text = await request.app[AGGREGATES].encoded(run_id)
-    return web.Response(text=text, content_type="application/json")
+    body = await request.app[AGGREGATES].body(run_id)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def ingest_results(request: web.Request) -> web.Response:
