@@ -59,7 +59,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = Config(db_path=args.db, workers=max(1, args.workers), executor=args.executor)
     base = f"http://{args.host}:{args.port}"
     log.info("dashboard: %s/   API docs: %s/docs", base, base)
-    web.run_app(create_app(config), host=args.host, port=args.port, print=None)
+    web.run_app(create_app(config), host=args.host, port=args.port, print=_log_listening)
+
+
+def _log_listening(message: str) -> None:
+    log.info("listening: %s", message.splitlines()[0].strip("= "))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,8 @@ INGESTED = 0  # run key of rows stored by POST /api/results
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
 
-SEED_SCENARIOS = (
-    ("現状シナリオ", "warehouse", {"workers": 5}),
-    ("人員1名追加", "warehouse", {"workers": 6}),
-    ("人員1名削減", "warehouse", {"workers": 4}),
-)
+# (scenario_name, model, params) stored when a database is created
+InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
 
 _SCHEMA = """
 CREATE TABLE scenarios (
@@ -207,13 +204,13 @@ class Database:
         self.generation = 0  # bumped on every write that changes results
 
     @classmethod
-    async def open(cls, path: str | Path) -> Database:
+    async def open(cls, path: str | Path, initial: InitialScenarios = ()) -> Database:
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         conn.row_factory = sqlite3.Row
         db = cls(conn)
         try:
             await db._configure(str(path) == ":memory:")
-            await db._migrate()
+            await db._migrate(initial)
         except BaseException:
             await conn.close()
             raise
@@ -230,7 +227,7 @@ class Database:
         await self._conn.execute("PRAGMA foreign_keys=ON")
         await self._conn.execute("PRAGMA busy_timeout=5000")
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, initial: InitialScenarios) -> None:
         async with self._transaction() as conn:
             version = await self._scalar("PRAGMA user_version")
             if version > SCHEMA_VERSION:
@@ -243,7 +240,7 @@ class Database:
                 await conn.executemany(
                     "INSERT INTO scenarios (scenario_name, model, params, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [(n, m, _dumps(p), now, now) for n, m, p in SEED_SCENARIOS],
+                    [(n, m, _dumps(p), now, now) for n, m, p in initial],
                 )
             await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -267,9 +264,12 @@ class Database:
             raise NotFound(what)
         return rows[0]
 
-    async def integrity_check(self) -> str:
-        rows = await self._all("PRAGMA integrity_check")
-        return str(rows[0][0])
+    async def pragma(self, name: str) -> Any:
+        """The value of a read-only PRAGMA, such as journal_mode or integrity_check."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        rows = await self._all(f"PRAGMA {name}")
+        return rows[0][0]
 
     # -- scenarios --------------------------------------------------------------------
 

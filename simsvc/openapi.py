@@ -273,6 +273,24 @@ def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[st
     return {"summary": summary, "responses": responses, **extra}
 
 
+_TAGS = (
+    ("/api/scenarios", "scenarios"),
+    ("/api/simulations", "runs"),
+    ("/api/results", "results"),
+    ("/api/notify-completion", "results"),
+    ("/api", "service"),
+)
+
+
+def _tag_operations(paths: dict[str, Any]) -> None:
+    """Group the operations in the docs UI by the resource their path names."""
+    for path, item in paths.items():
+        tag = next(t for prefix, t in _TAGS if path.startswith(prefix))
+        for key, operation in item.items():
+            if key != "parameters":
+                operation.setdefault("tags", [tag])
+
+
 def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every HTTP route."""
     run_id, scenario_id = _path_id("run_id"), _path_id("scenario_id")
@@ -454,6 +472,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
     }
     for name, model in models.items():
         schemas[f"Params.{name}"] = model.params_schema
+    _tag_operations(paths)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -451,6 +451,7 @@ class RunJob:
     scenarios: ScenarioPlan
     pairs: list[tuple[int, int]]  # (scenario_id, replication) still to compute
     pace_s: float = 0.0
+    started: bool = field(default=False, init=False)
     cancel_requested: bool = field(default=False, init=False)
 
 
@@ -486,7 +487,10 @@ class Runner:
             return False
         job, task = entry
         job.cancel_requested = True
-        task.cancel()
+        if job.started:
+            task.cancel()
+        # A task cancelled before its first step never runs its handlers; an unstarted
+        # job sees the flag as it starts instead.
         return True
 
     async def wait(self, run_id: int) -> None:
@@ -503,7 +507,10 @@ class Runner:
         await self.backend.close()
 
     async def _run(self, job: RunJob) -> None:
+        job.started = True
         try:
+            if job.cancel_requested:
+                raise asyncio.CancelledError
             await self._sink.run_started(job.run_id)
             await self._execute(job, job.pairs)
         except asyncio.CancelledError:

@@ -37,6 +37,8 @@ default_workers = sim.default_workers
 POOL_EXECUTORS = sim.POOL_EXECUTORS
 STATIC_DIR = Path(__file__).parent / "static"
 PROGRESS_INTERVAL_S = 0.1
+# the scenarios of a new database: the warehouse model's defaults but for `workers`
+SEED_SCENARIOS = (("現状シナリオ", 5), ("人員1名追加", 6), ("人員1名削減", 4))
 _ID_PATTERN = r"{%s:\d{1,18}}"
 
 
@@ -70,7 +72,12 @@ class BadRequest(Exception):
 # -- errors as problem+json -----------------------------------------------------------
 
 
-def problem(status: int, detail: str, errors: list[FieldError] | None = None) -> web.Response:
+def problem(
+    status: int,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": _reason(status),
@@ -83,6 +90,7 @@ def problem(status: int, detail: str, errors: list[FieldError] | None = None) ->
         status=status,
         text=json.dumps(body, ensure_ascii=False),
         content_type="application/problem+json",
+        headers=headers,
     )
 
 
@@ -103,14 +111,15 @@ async def problem_middleware(
     except web.HTTPException as exc:
         if not request.path.startswith("/api") or exc.status < 400:
             raise
-        return problem(
-            exc.status,
-            exc.text if exc.text and exc.text != exc.reason else _http_detail(exc, request),
-        )
+        default_text = f"{exc.status}: {exc.reason}"
+        detail = exc.text if exc.text and exc.text != default_text else None
+        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+        return problem(exc.status, detail or _http_detail(exc, request), headers=kept)
     except InvalidInput as exc:
         return problem(422, "the request body is not valid", exc.errors)
     except db.InvalidRows as exc:
-        return problem(422, "the request body is not valid", [FieldError(**e) for e in exc.errors])  # type: ignore[typeddict-item]
+        errors = [FieldError(field=e["field"], message=e["message"]) for e in exc.errors]
+        return problem(422, "the request body is not valid", errors)
     except BadRequest as exc:
         return problem(400, str(exc))
     except db.NotFound as exc:
@@ -544,7 +553,11 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    database = await db.Database.open(app[CONFIG].db_path)
+    initial = [
+        (name, "warehouse", app[PARAMS].complete("warehouse", {"workers": workers}))
+        for name, workers in SEED_SCENARIOS
+    ]
+    database = await db.Database.open(app[CONFIG].db_path, initial)
     interrupted = await database.interrupt_active_runs()
     if interrupted:
         log.warning(
