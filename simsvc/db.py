@@ -521,23 +521,39 @@ class Database:
             per_kpi[kpi] = per_kpi.get(kpi, Moments(0, 0.0, 0.0)).merge(Moments(n, mean, m2))
         return stats
 
+    async def run_total(self, run_id: int) -> int:
+        """How many replications a run is to store; cheaper than `get_run` for a big run."""
+        row = await self._one(
+            "SELECT total FROM runs WHERE run_id = ?", (run_id,), f"run {run_id} does not exist"
+        )
+        return int(row[0])
+
     async def scenario_names(self) -> dict[int, str]:
         rows = await self._all("SELECT scenario_id, scenario_name FROM scenarios")
         return {int(r[0]): str(r[1]) for r in rows}
 
     async def _add_stats(self, run_key: int, batch: ScenarioStats) -> None:
-        async with self._conn.execute(
-            "SELECT scenario_id, kpi, n, mean, m2 FROM kpi_stats WHERE run_key = ?", (run_key,)
-        ) as cursor:
-            existing = {
-                (int(r[0]), str(r[1])): Moments(r[2], r[3], r[4]) for r in await cursor.fetchall()
-            }
-        merged: ScenarioStats = {}
-        for sid, per_kpi in batch.items():
-            for kpi, moments in per_kpi.items():
-                old = existing.get((sid, kpi), Moments(0, 0.0, 0.0))
-                merged.setdefault(sid, {})[kpi] = old.merge(moments)
-        await self._write_stats(run_key, merged)
+        """Merge a batch's moments into the stored ones, inside SQLite.
+
+        The update is `Moments.merge` (Chan et al.) written in SQL, term for term, so a
+        batch costs one statement per (scenario, KPI) it touches, however many
+        scenarios the run has; the right-hand sides see the row's old values.
+        """
+        await self._conn.executemany(
+            "INSERT INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
+            " n = n + excluded.n,"
+            " mean = mean + (excluded.mean - mean) * excluded.n / (n + excluded.n),"
+            " m2 = m2 + excluded.m2"
+            " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
+            " / (n + excluded.n)",
+            [
+                (run_key, sid, kpi, m.n, m.mean, m.m2)
+                for sid, per_kpi in batch.items()
+                for kpi, m in per_kpi.items()
+            ],
+        )
 
     async def _write_stats(self, run_key: int, stats: ScenarioStats) -> None:
         await self._conn.executemany(

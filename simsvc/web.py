@@ -223,6 +223,7 @@ class RunEvents:
         self._app = app
         self._last_progress: dict[int, float] = {}
         self._unsent: set[int] = set()
+        self._progress_cost: dict[int, float] = {}  # seconds the last progress event took
 
     async def run_started(self, run_id: int) -> None:
         run = await self._app[DB].mark_started(run_id)
@@ -234,21 +235,29 @@ class RunEvents:
         done = await self._app[DB].store_results(run_id, rows)
         run_total = await self._total(run_id)
         now = time.monotonic()
-        if done < run_total and now - self._last_progress.get(run_id, 0.0) < PROGRESS_INTERVAL_S:
+        # A run over many scenarios makes each progress event dear: space them out so
+        # that they take at most a tenth of the event loop.
+        interval = max(PROGRESS_INTERVAL_S, 10 * self._progress_cost.get(run_id, 0.0))
+        if done < run_total and now - self._last_progress.get(run_id, 0.0) < interval:
             self._unsent.add(run_id)
             return
         self._last_progress[run_id] = now
         await self._send_progress(run_id, done, run_total)
 
     async def _total(self, run_id: int) -> int:
-        return (await self._app[DB].get_run(run_id))["total"]
+        return await self._app[DB].run_total(run_id)
 
     async def _send_progress(self, run_id: int, done: int, total: int) -> None:
         self._unsent.discard(run_id)
+        hub = self._app[EVENTS_HUB]
+        if not len(hub):
+            return  # nobody listens: skip computing the aggregates
+        began = time.monotonic()
         results = await self._app[AGGREGATES].compute(run_id)
-        self._app[EVENTS_HUB].broadcast_event(
+        hub.broadcast_event(
             "run.progress", {"run_id": run_id, "done": done, "total": total, "results": results}
         )
+        self._progress_cost[run_id] = time.monotonic() - began
 
     async def run_finished(
         self, run_id: int, status: str, error: str | None, stopped_because: str | None
@@ -257,6 +266,7 @@ class RunEvents:
             run = await self._app[DB].get_run(run_id)
             await self._send_progress(run_id, run["done"], run["total"])
         self._last_progress.pop(run_id, None)
+        self._progress_cost.pop(run_id, None)
         run = await self._app[DB].finish_run(run_id, status, error, stopped_because)
         results = await self._app[AGGREGATES].compute(run_id)
         self._app[EVENTS_HUB].broadcast_event(
