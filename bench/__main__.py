@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -18,6 +19,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import psutil
 
 from . import http_load
 from .measures import MEASURES, Row, Settings
@@ -77,7 +80,9 @@ def notes(rows: list[Row]) -> str:
     return "\n".join(f"- {row.measure}: {row.note}" for row in rows if row.note)
 
 
-def report(rows: list[Row], settings: Settings, elapsed_s: float, files: int) -> str:
+def report(
+    rows: list[Row], conditions: list[str], settings: Settings, elapsed_s: float, files: int
+) -> str:
     load_tool = "wrk" if http_load.WRK else "aiohttp load generator"
     return (
         "# simsvc benchmarks\n\n"
@@ -86,18 +91,43 @@ def report(rows: list[Row], settings: Settings, elapsed_s: float, files: int) ->
         f"- command: `python -m bench{' --quick' if settings.quick else ''}`"
         f" ({settings.repeats} repeats, {settings.load_s:g} s load runs with {load_tool},"
         f" open-file limit {files}); took {elapsed_s / 60:.1f} min\n\n"
-        f"{table(rows)}\n\n## Notes\n\n{notes(rows)}\n"
+        f"{table(rows)}\n\n## Notes\n\n{notes(rows)}\n\n"
+        "## Conditions\n\nEach measure, how long it took, and what else was using the machine"
+        " just before it started:\n\n" + "\n".join(conditions) + "\n"
     )
 
 
-async def run(names: list[str], settings: Settings) -> list[Row]:
+def competing_load(sample_s: float = 1.0) -> str:
+    """Load average and the busiest processes outside this bench: the machine may be shared."""
+    mine = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
+    others = [p for p in psutil.process_iter(["pid", "name"]) if p.pid not in mine]
+    for proc in others:
+        with contextlib.suppress(psutil.Error):
+            proc.cpu_percent(None)
+    time.sleep(sample_s)
+    busy = []
+    for proc in others:
+        with contextlib.suppress(psutil.Error):
+            share = proc.cpu_percent(None)
+            if share >= 20:
+                busy.append(f"{proc.info['name']} {share:.0f}%")
+    return f"load average {os.getloadavg()[0]:.1f}" + (
+        f"; other processes busy: {', '.join(busy)}" if busy else ""
+    )
+
+
+async def run(names: list[str], settings: Settings) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
+    conditions = []
     for name in names:
-        log.info("measuring %s", name)
+        load = await asyncio.to_thread(competing_load)
+        log.info("measuring %s (%s)", name, load)
         began = time.monotonic()
         rows += await MEASURES[name](settings)
-        log.info("%s took %.0f s", name, time.monotonic() - began)
-    return rows
+        elapsed = time.monotonic() - began
+        conditions.append(f"- {name}: {elapsed:.0f} s; before it: {load}")
+        log.info("%s took %.0f s", name, elapsed)
+    return rows, conditions
 
 
 def main() -> None:
@@ -116,8 +146,8 @@ def main() -> None:
         if args.quick:
             settings.fanout_rounds, settings.big_clients = 3, 2000
             settings.lag_replications = 10_000
-        rows = asyncio.run(run(names, settings))
-    text = report(rows, settings, time.monotonic() - began, files)
+        rows, conditions = asyncio.run(run(names, settings))
+    text = report(rows, conditions, settings, time.monotonic() - began, files)
     sys.stdout.write(table(rows) + "\n")
     args.out.write_text(text, encoding="utf-8")
     log.info("wrote %s", args.out)
