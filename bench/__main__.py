@@ -123,7 +123,11 @@ async def run(names: list[str], settings: Settings) -> tuple[list[Row], list[str
         load = await asyncio.to_thread(competing_load)
         log.info("measuring %s (%s)", name, load)
         began = time.monotonic()
-        rows += await MEASURES[name](settings)
+        try:
+            rows += await MEASURES[name](settings)
+        except Exception as exc:  # one broken measure should not lose the others
+            log.exception("%s failed", name)
+            rows.append(Row(name, "failed", "", "", "", False, f"{type(exc).__name__}: {exc}"))
         elapsed = time.monotonic() - began
         conditions.append(f"- {name}: {elapsed:.0f} s; before it: {load}")
         log.info("%s took %.0f s", name, elapsed)

@@ -31,10 +31,19 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A port free now and not given to another server of this bench, which may not be up yet."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 @dataclass
@@ -111,10 +120,10 @@ class Server:
 
 def simsvc(workdir: Path, workers: int = 2, executor: str = "process") -> Server:
     """simsvc from this checkout on a fresh database in `workdir`."""
-    db_path = workdir / f"simsvc-{free_port()}.db"
+    server = Server("simsvc", [], REPO, {}, "/api/health")
+    db_path = workdir / f"simsvc-{server.port}.db"
     argv = [sys.executable, "-m", "simsvc", "--host", HOST, "--db", str(db_path)]
     argv += ["--workers", str(workers), "--executor", executor, "--log-level", "WARNING"]
-    server = Server("simsvc", argv, REPO, {}, "/api/health")
     server.argv = [*argv, "--port", str(server.port)]
     return server
 
@@ -122,9 +131,9 @@ def simsvc(workdir: Path, workers: int = 2, executor: str = "process") -> Server
 def peer(workdir: Path, reps: int = 3) -> Server:
     """The seed's FastAPI system, copied to `workdir` so that its database lands there."""
     ensure_peer_venv()
-    home = workdir / f"peer-{free_port()}"
+    server = Server("peer", [], workdir, {}, "/api/results")
+    home = server.cwd = workdir / f"peer-{server.port}"
     shutil.copytree(PEER_SOURCE, home, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
-    server = Server("peer", [], home, {}, "/api/results")
     server.env = {
         "PEER_PORT": str(server.port),
         "PEER_SLEEP": "0",
