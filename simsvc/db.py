@@ -11,7 +11,8 @@ import asyncio
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ SCHEMA_VERSION = 1
 INGESTED = 0  # run key of rows stored by POST /api/results
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
+STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
 
 # (scenario_name, model, params) stored when a database is created
 InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
@@ -189,12 +191,27 @@ def kpi_values(row: ResultRow) -> dict[str, float]:
     return values
 
 
+# scenario_id -> kpi -> values
+Samples = dict[int, dict[str, MutableSequence[float]]]
+
+
 def _stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
-    samples: dict[int, dict[str, list[float]]] = {}
+    samples: Samples = {}
     for row in rows:
         per_kpi = samples.setdefault(row["scenario_id"], {})
         for kpi, value in kpi_values(row).items():
             per_kpi.setdefault(kpi, []).append(value)
+    return _moments_of_samples(samples)
+
+
+def _collect_samples(samples: Samples, rows: Iterable[sqlite3.Row]) -> None:
+    for row in rows:
+        per_kpi = samples.setdefault(int(row["scenario_id"]), {})
+        for kpi, value in kpi_values(_result(row)).items():
+            per_kpi.setdefault(kpi, array("d")).append(value)
+
+
+def _moments_of_samples(samples: Samples) -> ScenarioStats:
     return {
         sid: {kpi: Moments.of(vals) for kpi, vals in per_kpi.items()}
         for sid, per_kpi in samples.items()
@@ -494,14 +511,20 @@ class Database:
             return [_result(r) for r in await cursor.fetchall()]
 
     async def _run_stats_unlocked(self, run_id: int) -> ScenarioStats:
-        """A run's moments from its rows, computed off the event loop: a run can be 10^5 rows."""
+        """A run's moments from its rows, off the event loop and without holding every row.
+
+        A run can be 10^5 rows or more: they are read in batches, and only their KPI
+        values are kept, as packed doubles, for the exact two-pass moments.
+        """
+        samples: Samples = {}
         async with self._conn.execute(
             "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
             " metrics FROM results WHERE run_id = ?",
             (run_id,),
         ) as cursor:
-            rows = await cursor.fetchall()
-        return await asyncio.to_thread(lambda: _stats_of_rows(_result(r) for r in rows))
+            while batch := await cursor.fetchmany(STATS_BATCH_ROWS):
+                await asyncio.to_thread(_collect_samples, samples, batch)
+        return await asyncio.to_thread(_moments_of_samples, samples)
 
     async def stored_replications(self, run_id: int) -> set[tuple[int, int]]:
         """The (scenario_id, replication) pairs a run has stored."""
