@@ -211,6 +211,7 @@ async def results_large(settings: Settings) -> list[Row]:
 
     async def body() -> list[Row]:
         async with aiohttp.ClientSession() as session:
+            rss_fresh = big.rss_bytes()
             await fill(session, small, scenarios, few)
             ids = await fill(session, big, scenarios, middle)
             servers.seed_peer_rows(theirs, scenarios, middle)
@@ -248,7 +249,8 @@ async def results_large(settings: Settings) -> list[Row]:
                 "",
                 "report",
                 None,
-                f"service process only; database file {mb(_db_size(big))}",
+                f"service process only, {mb(rss_fresh)} when fresh;"
+                f" database file {mb(_db_size(big))}",
             ),
         ]
 
