@@ -28,6 +28,9 @@ from .measures import MEASURES, Row, Settings
 log = logging.getLogger("bench")
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# What the figures mean and what was tried where a target is missed; kept by hand and
+# copied under each new table.
+DISCUSSION = Path(__file__).resolve().parent / "discussion.md"
 HEADER = ("measure", "simsvc", "compared with", "ratio", "target", "met")
 
 
@@ -93,8 +96,14 @@ def report(
         f" open-file limit {files}); took {elapsed_s / 60:.1f} min\n\n"
         f"{table(rows)}\n\n## Notes\n\n{notes(rows)}\n\n"
         "## Conditions\n\nEach measure, how long it took, and what else was using the machine"
-        " just before it started:\n\n" + "\n".join(conditions) + "\n"
+        " just before it started:\n\n" + "\n".join(conditions) + "\n" + discussion()
     )
+
+
+def discussion() -> str:
+    if not DISCUSSION.exists():
+        return ""
+    return "\n" + DISCUSSION.read_text(encoding="utf-8")
 
 
 def competing_load(sample_s: float = 1.0) -> str:
