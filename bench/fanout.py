@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import statistics
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -199,8 +200,8 @@ async def measure(
     return Fanout(
         clients=clients,
         rounds=rounds,
-        p50_ms=_median([percentile(r, 0.50) for r in latencies]) * 1e3,
-        p99_ms=_median([percentile(r, 0.99) for r in latencies]) * 1e3,
+        p50_ms=statistics.median([percentile(r, 0.50) for r in latencies]) * 1e3,
+        p99_ms=statistics.median([percentile(r, 0.99) for r in latencies]) * 1e3,
         max_ms=max(max(r) for r in latencies) * 1e3,
         delivered=sum(len(r) for r in latencies),
         rss_per_client_bytes=per_client,
@@ -236,11 +237,3 @@ async def _receive(
         raise TimeoutError("a client process did not answer")
     message: tuple[object, ...] = pipe.recv()
     return message
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
