@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from .web import Config, create_app, default_workers
+from .web import POOL_EXECUTORS, Config, create_app, default_workers
 
 log = logging.getLogger("simsvc")
 
@@ -31,11 +31,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--executor",
-        choices=["process", "thread", "inline"],
+        type=executor_name,
         default=env("SIMSVC_EXECUTOR", "process"),
+        help="process, thread, inline, dask-local, or dask://HOST:PORT for a Dask scheduler"
+        " (the last two need `pip install simsvc[dask]`)",
     )
     parser.add_argument("--log-level", default=env("SIMSVC_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
+
+
+def executor_name(value: str) -> str:
+    """An --executor value: a pool kind, dask-local, or dask://HOST:PORT."""
+    if value in POOL_EXECUTORS or value == "dask-local":
+        return value
+    if value.startswith("dask://") and len(value) > len("dask://"):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not one of {', '.join(POOL_EXECUTORS)}, dask-local or dask://HOST:PORT"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,7 +11,8 @@ import asyncio
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ SCHEMA_VERSION = 1
 INGESTED = 0  # run key of rows stored by POST /api/results
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
+STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
 
 # (scenario_name, model, params) stored when a database is created
 InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
@@ -173,22 +175,43 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_NUMBERS = (int, float)
+
+
 def kpi_values(row: ResultRow) -> dict[str, float]:
     """Every numeric KPI of a row: the two headline KPIs and its numeric metrics."""
-    values = {kpi: float(row[kpi]) for kpi in KPIS}  # type: ignore[literal-required]
+    values = {
+        "total_labor_costs": float(row["total_labor_costs"]),
+        "ontime_delivery_rate": float(row["ontime_delivery_rate"]),
+    }
     for key, value in row["metrics"].items():
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        numeric = isinstance(value, _NUMBERS) and not isinstance(value, bool)
         if numeric and math.isfinite(value) and key not in values:
             values[key] = float(value)
     return values
 
 
+# scenario_id -> kpi -> values
+Samples = dict[int, dict[str, MutableSequence[float]]]
+
+
 def _stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
-    samples: dict[int, dict[str, list[float]]] = {}
+    samples: Samples = {}
     for row in rows:
         per_kpi = samples.setdefault(row["scenario_id"], {})
         for kpi, value in kpi_values(row).items():
             per_kpi.setdefault(kpi, []).append(value)
+    return _moments_of_samples(samples)
+
+
+def _collect_samples(samples: Samples, rows: Iterable[sqlite3.Row]) -> None:
+    for row in rows:
+        per_kpi = samples.setdefault(int(row["scenario_id"]), {})
+        for kpi, value in kpi_values(_result(row)).items():
+            per_kpi.setdefault(kpi, array("d")).append(value)
+
+
+def _moments_of_samples(samples: Samples) -> ScenarioStats:
     return {
         sid: {kpi: Moments.of(vals) for kpi, vals in per_kpi.items()}
         for sid, per_kpi in samples.items()
@@ -399,9 +422,9 @@ class Database:
                 " WHERE run_id = ?",
                 (status, utcnow(), error, stopped_because, run_id),
             )
-            rows = await self._run_rows_unlocked(run_id)
+            stats = await self._run_stats_unlocked(run_id)
             await conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (run_id,))
-            await self._write_stats(run_id, _stats_of_rows(rows))
+            await self._write_stats(run_id, stats)
             self.generation += 1
         return await self.get_run(run_id)
 
@@ -515,6 +538,22 @@ class Database:
         )
         return _result(rows[0]) if rows else None
 
+    async def _run_stats_unlocked(self, run_id: int) -> ScenarioStats:
+        """A run's moments from its rows, off the event loop and without holding every row.
+
+        A run can be 10^5 rows or more: they are read in batches, and only their KPI
+        values are kept, as packed doubles, for the exact two-pass moments.
+        """
+        samples: Samples = {}
+        async with self._conn.execute(
+            "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
+            " metrics FROM results WHERE run_id = ?",
+            (run_id,),
+        ) as cursor:
+            while batch := await cursor.fetchmany(STATS_BATCH_ROWS):
+                await asyncio.to_thread(_collect_samples, samples, batch)
+        return await asyncio.to_thread(_moments_of_samples, samples)
+
     async def stored_replications(self, run_id: int) -> set[tuple[int, int]]:
         """The (scenario_id, replication) pairs a run has stored."""
         rows = await self._all(
@@ -539,23 +578,39 @@ class Database:
             per_kpi[kpi] = per_kpi.get(kpi, Moments(0, 0.0, 0.0)).merge(Moments(n, mean, m2))
         return stats
 
+    async def run_total(self, run_id: int) -> int:
+        """How many replications a run is to store; cheaper than `get_run` for a big run."""
+        row = await self._one(
+            "SELECT total FROM runs WHERE run_id = ?", (run_id,), f"run {run_id} does not exist"
+        )
+        return int(row[0])
+
     async def scenario_names(self) -> dict[int, str]:
         rows = await self._all("SELECT scenario_id, scenario_name FROM scenarios")
         return {int(r[0]): str(r[1]) for r in rows}
 
     async def _add_stats(self, run_key: int, batch: ScenarioStats) -> None:
-        async with self._conn.execute(
-            "SELECT scenario_id, kpi, n, mean, m2 FROM kpi_stats WHERE run_key = ?", (run_key,)
-        ) as cursor:
-            existing = {
-                (int(r[0]), str(r[1])): Moments(r[2], r[3], r[4]) for r in await cursor.fetchall()
-            }
-        merged: ScenarioStats = {}
-        for sid, per_kpi in batch.items():
-            for kpi, moments in per_kpi.items():
-                old = existing.get((sid, kpi), Moments(0, 0.0, 0.0))
-                merged.setdefault(sid, {})[kpi] = old.merge(moments)
-        await self._write_stats(run_key, merged)
+        """Merge a batch's moments into the stored ones, inside SQLite.
+
+        The update is `Moments.merge` (Chan et al.) written in SQL, term for term, so a
+        batch costs one statement per (scenario, KPI) it touches, however many
+        scenarios the run has; the right-hand sides see the row's old values.
+        """
+        await self._conn.executemany(
+            "INSERT INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
+            " n = n + excluded.n,"
+            " mean = mean + (excluded.mean - mean) * excluded.n / (n + excluded.n),"
+            " m2 = m2 + excluded.m2"
+            " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
+            " / (n + excluded.n)",
+            [
+                (run_key, sid, kpi, m.n, m.mean, m.m2)
+                for sid, per_kpi in batch.items()
+                for kpi, m in per_kpi.items()
+            ],
+        )
 
     async def _write_stats(self, run_key: int, stats: ScenarioStats) -> None:
         await self._conn.executemany(
@@ -594,8 +649,13 @@ class _Transaction:
             self._db._lock.release()
 
 
+# One encoder for every write: json.dumps with options builds a new one per call, and
+# a run encodes one metrics object per replication.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _result_tuples(run_id: int | None, rows: Iterable[ResultRow]) -> list[tuple[Any, ...]]:

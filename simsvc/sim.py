@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar, cast, get_args
 
 import numpy as np
 
@@ -333,6 +333,8 @@ def _plain(value: Any) -> Any:
 # -- executors ------------------------------------------------------------------------
 
 ExecutorKind = Literal["process", "thread", "inline"]
+POOL_EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
+WORKER_NICENESS = 10
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -371,7 +373,9 @@ class PoolBackend:
         if self.kind == "process":
             method = "spawn" if sys.platform == "win32" else "forkserver"
             return concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context(method)
+                self.workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_lower_priority,
             )
         if self.kind == "thread":
             return concurrent.futures.ThreadPoolExecutor(self.workers, "simsvc-sim")
@@ -388,9 +392,44 @@ class PoolBackend:
                 pool.shutdown(wait=False, cancel_futures=True)
             raise
 
+    def warm_up(self) -> None:
+        """Start the worker processes now, so that the first run does not pay for them."""
+        if self.kind != "process":
+            return
+        for _ in range(self.workers):
+            self._pool.submit(_ready)
+
     async def close(self) -> None:
         pool = self._pool
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Make a worker process yield the CPU to the service's event loop when both want it.
+
+    Replications are batch work; the event loop answers requests and feeds the sockets,
+    so on a machine whose cores the workers saturate, it should not wait for a time slice.
+    """
+    if hasattr(os, "nice"):  # POSIX only; elsewhere the workers keep normal priority
+        os.nice(WORKER_NICENESS)
+
+
+def _ready() -> int:
+    """A no-op a new worker runs to import this module before real work arrives."""
+    return os.getpid()
+
+
+async def open_backend(executor: str, workers: int) -> Backend:
+    """The backend an executor name selects: process, thread, inline, dask-local or dask://."""
+    if executor in POOL_EXECUTORS:
+        backend = PoolBackend(cast(ExecutorKind, executor), workers)
+        backend.warm_up()
+        return backend
+    from . import dask_backend  # an optional extra: imported only when asked for
+
+    if not dask_backend.is_dask(executor):
+        raise ValueError(f"unknown executor {executor!r}")
+    return await dask_backend.DaskBackend.open(executor, workers)
 
 
 def default_workers() -> int:

@@ -72,20 +72,28 @@ def aggregate_list(stats: ScenarioStats, names: Mapping[int, str]) -> list[dict[
 
 
 class AggregateCache:
-    """The aggregate list, cached as encoded JSON until the next write."""
+    """The aggregate list, cached as encoded JSON (text and UTF-8 bytes) until the next write."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
-        self._cache: dict[int | None, tuple[int, str]] = {}
+        self._cache: dict[int | None, tuple[int, str, bytes]] = {}
 
     async def encoded(self, run_id: int | None = None) -> str:
+        return (await self._entry(run_id))[1]
+
+    async def body(self, run_id: int | None = None) -> bytes:
+        """The same JSON as UTF-8: an HTTP response then copies no text at all."""
+        return (await self._entry(run_id))[2]
+
+    async def _entry(self, run_id: int | None) -> tuple[int, str, bytes]:
         generation = self._db.generation
         cached = self._cache.get(run_id)
         if cached is not None and cached[0] == generation:
-            return cached[1]
+            return cached
         text = json.dumps(await self.compute(run_id), ensure_ascii=False)
-        self._cache[run_id] = (generation, text)
-        return text
+        entry = (generation, text, text.encode("utf-8"))
+        self._cache[run_id] = entry
+        return entry
 
     async def compute(self, run_id: int | None = None) -> list[dict[str, Any]]:
         scenario_stats = await self._db.scenario_stats(run_id)

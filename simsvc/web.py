@@ -38,6 +38,7 @@ from .schema import Checker, FieldError, InvalidInput, query_values
 log = logging.getLogger(__name__)
 
 default_workers = sim.default_workers
+POOL_EXECUTORS = sim.POOL_EXECUTORS
 STATIC_DIR = Path(__file__).parent / "static"
 PROGRESS_INTERVAL_S = 0.1
 # the scenarios of a new database: the warehouse model's defaults but for `workers`
@@ -53,7 +54,7 @@ class Config:
 
     db_path: str = "simsvc.db"
     workers: int = field(default_factory=sim.default_workers)
-    executor: sim.ExecutorKind = "process"
+    executor: str = "process"  # process, thread, inline, dask-local or dask://HOST:PORT
     heartbeat_s: float = 30.0
     max_ws_message_bytes: int = 64 * 1024
 
@@ -228,6 +229,7 @@ class RunEvents:
         self._app = app
         self._last_progress: dict[int, float] = {}
         self._unsent: set[int] = set()
+        self._progress_cost: dict[int, float] = {}  # seconds the last progress event took
 
     async def run_started(self, run_id: int) -> None:
         # Owed until a progress event goes out, even if no replication is left to run.
@@ -241,21 +243,29 @@ class RunEvents:
         done = await self._app[DB].store_results(run_id, rows)
         run_total = await self._total(run_id)
         now = time.monotonic()
-        if done < run_total and now - self._last_progress.get(run_id, 0.0) < PROGRESS_INTERVAL_S:
+        # A run over many scenarios makes each progress event dear: space them out so
+        # that they take at most a tenth of the event loop.
+        interval = max(PROGRESS_INTERVAL_S, 10 * self._progress_cost.get(run_id, 0.0))
+        if done < run_total and now - self._last_progress.get(run_id, 0.0) < interval:
             self._unsent.add(run_id)
             return
         self._last_progress[run_id] = now
         await self._send_progress(run_id, done, run_total)
 
     async def _total(self, run_id: int) -> int:
-        return (await self._app[DB].get_run(run_id))["total"]
+        return await self._app[DB].run_total(run_id)
 
     async def _send_progress(self, run_id: int, done: int, total: int) -> None:
         self._unsent.discard(run_id)
+        hub = self._app[EVENTS_HUB]
+        if not len(hub):
+            return  # nobody listens: skip computing the aggregates
+        began = time.monotonic()
         results = await self._app[AGGREGATES].compute(run_id)
-        self._app[EVENTS_HUB].broadcast_event(
+        hub.broadcast_event(
             "run.progress", {"run_id": run_id, "done": done, "total": total, "results": results}
         )
+        self._progress_cost[run_id] = time.monotonic() - began
 
     async def run_finished(
         self, run_id: int, status: str, error: str | None, stopped_because: str | None
@@ -264,6 +274,7 @@ class RunEvents:
             run = await self._app[DB].get_run(run_id)
             await self._send_progress(run_id, run["done"], run["total"])
         self._last_progress.pop(run_id, None)
+        self._progress_cost.pop(run_id, None)
         run = await self._app[DB].finish_run(run_id, status, error, stopped_because)
         results = await self._app[AGGREGATES].compute(run_id)
         self._app[EVENTS_HUB].broadcast_event(
@@ -513,8 +524,8 @@ async def get_results(request: web.Request) -> web.Response:
     run_id = query_int(request, "run_id")
     if run_id is not None:
         await request.app[DB].get_run(run_id)
-    text = await request.app[AGGREGATES].encoded(run_id)
-    return web.Response(text=text, content_type="application/json")
+    body = await request.app[AGGREGATES].body(run_id)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def ingest_results(request: web.Request) -> web.Response:
@@ -686,7 +697,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    backend = sim.PoolBackend(config.executor, config.workers)
+    backend = await sim.open_backend(config.executor, config.workers)
     app[RUNNER] = sim.Runner(backend, RunEvents(app))
     try:
         yield

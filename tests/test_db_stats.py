@@ -1,0 +1,74 @@
+"""Stored moments: batches merged inside SQLite agree bit for bit with `Moments.merge`."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from simsvc import db as db_module
+from simsvc.db import Database, Moments, ResultRow
+
+
+def _rows(rng: random.Random, replications: range) -> list[ResultRow]:
+    return [
+        ResultRow(
+            scenario_id=sid,
+            replication=r,
+            seed=1,
+            total_labor_costs=rng.uniform(8000, 12000),
+            ontime_delivery_rate=rng.uniform(0.75, 0.95),
+            metrics={"orders": rng.randint(300, 420)},
+        )
+        for r in replications
+        for sid in (1, 2)
+    ]
+
+
+def _value(row: ResultRow, kpi: str) -> float:
+    if kpi == "total_labor_costs":
+        return row["total_labor_costs"]
+    if kpi == "ontime_delivery_rate":
+        return row["ontime_delivery_rate"]
+    return float(row["metrics"][kpi])
+
+
+async def test_batches_merged_in_sqlite_equal_moments_merge_exactly() -> None:
+    db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
+    try:
+        run = await db.create_run([1, 2], 60, 1, 0.0, {}, {})
+        rng = random.Random(8)
+        expected: dict[tuple[int, str], Moments] = {}
+        # Uneven batches, as chunks return from an executor.
+        for start, stop in ((1, 8), (8, 9), (9, 40), (40, 61)):
+            batch = _rows(rng, range(start, stop))
+            await db.store_results(run["run_id"], batch)
+            for sid in (1, 2):
+                for kpi in ("total_labor_costs", "ontime_delivery_rate", "orders"):
+                    values = [_value(r, kpi) for r in batch if r["scenario_id"] == sid]
+                    old = expected.get((sid, kpi), Moments(0, 0.0, 0.0))
+                    expected[(sid, kpi)] = old.merge(Moments.of(values))
+        stored = await db.scenario_stats(run["run_id"])
+        assert {(sid, kpi): m for sid, per in stored.items() for kpi, m in per.items()} == expected
+    finally:
+        await db.close()
+
+
+async def test_finished_run_moments_are_exact_when_rows_are_read_in_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(db_module, "STATS_BATCH_ROWS", 7)  # several batches, one partial
+    db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
+    try:
+        run = await db.create_run([1, 2], 25, 1, 0.0, {}, {})
+        rows = _rows(random.Random(9), range(1, 26))
+        for start in range(0, len(rows), 10):
+            await db.store_results(run["run_id"], rows[start : start + 10])
+        await db.finish_run(run["run_id"], "completed")
+        stored = await db.scenario_stats(run["run_id"])
+        for sid in (1, 2):
+            for kpi in ("total_labor_costs", "ontime_delivery_rate", "orders"):
+                values = [_value(r, kpi) for r in rows if r["scenario_id"] == sid]
+                assert stored[sid][kpi] == Moments.of(values)
+    finally:
+        await db.close()
