@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import __version__, db, sim, stats
+from . import __version__, db, security, sim, stats
 from .hub import Hub, encode_event_fragment
 from .openapi import (
     INGEST_REQUEST,
@@ -30,6 +30,7 @@ from .openapi import (
     build_spec,
 )
 from .schema import Checker, FieldError, InvalidInput
+from .security import warn_if_exposed as warn_if_exposed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class Config:
     executor: sim.ExecutorKind = "process"
     heartbeat_s: float = 30.0
     max_ws_message_bytes: int = 64 * 1024
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 CONFIG = web.AppKey("config", Config)
@@ -69,7 +72,12 @@ class BadRequest(Exception):
 # -- errors as problem+json -----------------------------------------------------------
 
 
-def problem(status: int, detail: str, errors: list[FieldError] | None = None) -> web.Response:
+def problem(
+    status: int,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": _reason(status),
@@ -82,6 +90,7 @@ def problem(status: int, detail: str, errors: list[FieldError] | None = None) ->
         status=status,
         text=json.dumps(body, ensure_ascii=False),
         content_type="application/problem+json",
+        headers=headers,
     )
 
 
@@ -116,6 +125,10 @@ async def problem_middleware(
         return problem(404, str(exc))
     except db.Conflict as exc:
         return problem(409, str(exc))
+    except security.Unauthorized as exc:
+        return problem(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="simsvc"'})
+    except security.Forbidden as exc:
+        return problem(403, str(exc))
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -626,6 +639,7 @@ def create_app(
     if STATIC_DIR.is_dir():
         app.router.add_static("/static", STATIC_DIR)
     _add_docs(app)
+    security.setup(app, security.Policy(config.token, config.cors_origins))
     return app
 
 
