@@ -285,9 +285,13 @@ class Database:
         )
         return _scenario(row)
 
-    async def create_scenario(self, name: str, model: str, params: Mapping[str, Any]) -> Scenario:
+    async def create_scenario(
+        self, name: str, model: str, params: Mapping[str, Any], limit: int | None = None
+    ) -> Scenario:
         now = utcnow()
         async with self._transaction() as conn:
+            if limit is not None and await self._scalar("SELECT count(*) FROM scenarios") >= limit:
+                raise Conflict(f"the limit of {limit} scenarios is reached; delete one first")
             try:
                 cursor = await conn.execute(
                     "INSERT INTO scenarios (scenario_name, model, params, created_at, updated_at)"

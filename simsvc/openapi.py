@@ -15,6 +15,8 @@ from .sim import Model
 MAX_SQLITE_INT = 2**63 - 1
 MAX_REPLICATIONS = 100_000
 MAX_SCENARIOS_PER_RUN = 1_000
+# No more stored than one run may name, so a run of every scenario is always allowed.
+MAX_SCENARIOS = MAX_SCENARIOS_PER_RUN
 MAX_INGEST_ROWS = 100_000
 MAX_BODY_BYTES = 1 << 20
 MAX_NAME_LENGTH = 200
