@@ -42,7 +42,8 @@ class Client:
         """Queue one message, or evict the client if its backlog is over the bound."""
         if self._closing:
             return
-        if (
+        # The bound is on backlog: one message larger than it still goes to an idle client.
+        if self._queue and (
             len(self._queue) >= self.hub.max_messages
             or self._queued_bytes + len(text) > self.hub.max_bytes
         ):
