@@ -89,10 +89,28 @@ class Client:
             await self._writer
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=message), CLOSE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            # aiohttp shares one drain future per connection, and cancelling the writer
+            # above cancels it when the writer was draining; only our own cancellation counts.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
         except (TimeoutError, ConnectionError, RuntimeError):
-            transport = self.hub.transport_of(self)
-            if transport is not None:
-                transport.abort()
+            pass
+        finally:
+            self._abort_if_stuck()
+
+    def _abort_if_stuck(self) -> None:
+        """Drop the connection if unsent bytes remain: a peer that does not read never will."""
+        transport = self.hub.transport_of(self)
+        if transport is not None and transport.get_write_buffer_size() > 0:
+            log.info(
+                "%s client %s: dropping %d unsent bytes",
+                self.hub.name,
+                self.peer,
+                transport.get_write_buffer_size(),
+            )
+            transport.abort()
 
 
 class Hub:
@@ -148,12 +166,17 @@ class Hub:
         for client in list(self._clients):
             client.push_event(fragment)
 
+    async def evictions_done(self) -> None:
+        """Wait until every client being evicted is closed."""
+        await asyncio.gather(*self._evictions, return_exceptions=True)
+
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         clients = list(self._clients)
         self._clients.clear()
         await asyncio.gather(
             *(c.close(code, b"server shutdown") for c in clients), return_exceptions=True
         )
+        await self.evictions_done()
 
 
 def encode_event_fragment(event_type: str, payload: dict[str, Any]) -> str:

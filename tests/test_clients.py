@@ -10,6 +10,7 @@ import struct
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from simsvc.hub import Hub
@@ -74,12 +75,25 @@ async def test_stalled_clients_are_closed_and_do_not_delay_others(client: Client
                 event = json.loads((await ws.receive(timeout=10)).data)
                 assert (event["type"], event["seq"]) == ("results.updated", i + 2)
         async with asyncio.timeout(STALLED_CLOSE_LIMIT_S - (loop.time() - started)):
-            await asyncio.gather(*(read_until_closed(sock) for sock in stalled))
+            await app[RESULTS_HUB].evictions_done()
+            await app[EVENTS_HUB].evictions_done()
+            # The server holds no socket for them any more, backlog and all.
+            assert not _server_sockets_for(port, stalled)
     finally:
         for sock in stalled:
             sock.close()
     assert (len(app[RESULTS_HUB]), len(app[EVENTS_HUB])) == (2, 3)
     assert all(not ws.closed for ws in healthy_results + healthy_events)
+
+
+def _server_sockets_for(port: int, peers: list[socket.socket]) -> list[Any]:
+    """This process's server-side connections to the given client sockets."""
+    peer_ports = {sock.getsockname()[1] for sock in peers}
+    return [
+        c
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.raddr and c.raddr.port in peer_ports
+    ]
 
 
 async def test_a_message_larger_than_the_backlog_bound_still_reaches_an_idle_client(
