@@ -70,7 +70,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     warn_if_exposed(args.host, args.token)
     base = f"http://{args.host}:{args.port}"
     log.info("dashboard: %s/   API docs: %s/docs", base, base)
-    web.run_app(create_app(config), host=args.host, port=args.port, print=None)
+    web.run_app(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        print=None,
+        shutdown_timeout=config.shutdown_timeout_s,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ kept per (run, scenario), so aggregates cost O(scenarios), not O(rows).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sqlite3
@@ -556,9 +557,19 @@ class _Transaction:
         try:
             await self._db._conn.execute("BEGIN IMMEDIATE")
         except BaseException:
-            self._db._lock.release()
+            # A cancelled BEGIN still runs on aiosqlite's thread: undo it before letting go,
+            # or the next transaction fails with "cannot start a transaction within a
+            # transaction".
+            try:
+                await asyncio.shield(self._rollback_if_open())
+            finally:
+                self._db._lock.release()
             raise
         return self._db._conn
+
+    async def _rollback_if_open(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # no transaction is active
+            await self._db._conn.execute("ROLLBACK")
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         try:

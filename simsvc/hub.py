@@ -124,6 +124,7 @@ class Hub:
         self.max_bytes = max_bytes
         self._clients: set[Client] = set()
         self._evictions: set[asyncio.Task[None]] = set()
+        self._shut = False
         self._transports: weakref.WeakKeyDictionary[Client, asyncio.Transport] = (
             weakref.WeakKeyDictionary()
         )
@@ -133,9 +134,13 @@ class Hub:
 
     def attach(self, request: web.Request, ws: web.WebSocketResponse) -> Client:
         client = Client(self, ws, request.remote or "?")
-        self._clients.add(client)
         if request.transport is not None:
             self._transports[client] = request.transport
+        if self._shut:
+            # The handshake finished after shutdown began (during the hello, say).
+            self._close_soon(client, WSCloseCode.GOING_AWAY, b"server shutdown")
+            return client
+        self._clients.add(client)
         return client
 
     def transport_of(self, client: Client) -> asyncio.Transport | None:
@@ -143,7 +148,10 @@ class Hub:
 
     def evict(self, client: Client) -> None:
         """Close a client that cannot keep up, without waiting for it."""
-        task = asyncio.create_task(client.close(WSCloseCode.POLICY_VIOLATION, b"too slow"))
+        self._close_soon(client, WSCloseCode.POLICY_VIOLATION, b"too slow")
+
+    def _close_soon(self, client: Client, code: int, message: bytes) -> None:
+        task = asyncio.create_task(client.close(code, message))
         self._evictions.add(task)
         task.add_done_callback(self._evictions.discard)
 
@@ -171,6 +179,7 @@ class Hub:
         await asyncio.gather(*self._evictions, return_exceptions=True)
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
+        self._shut = True
         clients = list(self._clients)
         self._clients.clear()
         await asyncio.gather(

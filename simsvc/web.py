@@ -53,6 +53,8 @@ class Config:
     max_ws_message_bytes: int = 64 * 1024
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
+    # After the sockets are closed, how long a shutdown waits for requests still running.
+    shutdown_timeout_s: float = 3.0
 
 
 CONFIG = web.AppKey("config", Config)
