@@ -26,6 +26,8 @@ from .openapi import (
     INGEST_REQUEST,
     MAX_BODY_BYTES,
     MAX_SCENARIOS,
+    MAX_SQLITE_INT,
+    MAX_WS_MESSAGE_BYTES,
     RUN_REQUEST,
     SCENARIO_CREATE,
     SCENARIO_PATCH,
@@ -50,7 +52,7 @@ class Config:
     workers: int = field(default_factory=sim.default_workers)
     executor: sim.ExecutorKind = "process"
     heartbeat_s: float = 30.0
-    max_ws_message_bytes: int = 64 * 1024
+    max_ws_message_bytes: int = MAX_WS_MESSAGE_BYTES
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
     # After the sockets are closed, how long a shutdown waits for requests still running.
@@ -117,9 +119,12 @@ async def problem_middleware(
     except web.HTTPException as exc:
         if not request.path.startswith("/api") or exc.status < 400:
             raise
+        # RFC 9110: a 405 must list the methods the resource does allow.
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem(
             exc.status,
             exc.text if exc.text and exc.text != exc.reason else _http_detail(exc, request),
+            headers=allow,
         )
     except InvalidInput as exc:
         return problem(422, "the request body is not valid", exc.errors)
@@ -218,8 +223,8 @@ def query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not re.fullmatch(r"\d{1,18}", raw):
-        raise BadRequest(f"query parameter {name} must be a non-negative integer")
+    if not re.fullmatch(r"\d{1,19}", raw) or int(raw) > MAX_SQLITE_INT:
+        raise BadRequest(f"query parameter {name} must be an integer from 0 to {MAX_SQLITE_INT}")
     return int(raw)
 
 
