@@ -247,3 +247,21 @@ async def test_scenario_count_limit_is_a_409_naming_the_limit(
     text = await _assert_refused_cleanly(resp, 409)
     assert "limit of 4 scenarios" in json.loads(text)["detail"]
     assert len(await (await client.get("/api/scenarios")).json()) == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("PUT", "/api/health", 405),  # a method the resource does not have
+        ("DELETE", "/api/simulations", 405),  # runs are never deleted
+        ("TRACE", "/api/results", 405),  # a method nothing here speaks
+        ("GET", "/api/nothing-here", 404),  # no such resource at all
+    ],
+)
+async def test_unknown_routes_and_methods_are_problem_json(
+    client: Client, method: str, path: str, status: int
+) -> None:
+    resp = await client.request(method, path)
+    await _assert_refused_cleanly(resp, status)
+    if status == 405:
+        assert "GET" in resp.headers["Allow"] or "POST" in resp.headers["Allow"]
