@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -76,8 +77,23 @@ def _bearer(request: web.Request) -> str | None:
     return credentials.strip()
 
 
+class RedactTokens(logging.Filter):
+    """Blank out `?token=` values, which would otherwise land in the access log."""
+
+    _PATTERN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = self._PATTERN.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+REDACT_TOKENS = RedactTokens()
+
+
 def setup(app: web.Application, policy: Policy) -> None:
     """Guard every route of `app` with `policy`; call after the routes are added."""
+    logging.getLogger("aiohttp.access").addFilter(REDACT_TOKENS)
 
     @web.middleware
     async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -181,3 +181,16 @@ def test_command_line_defaults_to_loopback_and_reads_token_from_env(
     assert from_env.cors_origins == [ALLOWED_ORIGIN, "http://localhost:3000"]
     flags = parse_args(["--token", "x", "--cors-origin", "http://a", "--cors-origin", "http://b"])
     assert (flags.token, flags.cors_origins) == ("x", ["http://a", "http://b"])
+
+
+async def test_query_tokens_are_redacted_from_the_access_log(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client(token=TOKEN)
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        async with client.ws_connect(f"/ws/results?token={TOKEN}") as ws:
+            assert not ws.closed
+        await client.get(f"/api/health?x=1&token={TOKEN}")
+    logged = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert any("token=[redacted]" in line for line in logged), logged
+    assert not any(TOKEN in line for line in logged)
