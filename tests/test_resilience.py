@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -55,7 +56,8 @@ async def test_worker_process_killed_mid_run_fails_that_run_and_the_next_succeed
     assert workers, "no pool workers found"
     # All of them: a worker of an earlier test's pool may still be on its way out.
     for worker in workers:
-        worker.send_signal(signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.send_signal(signal.SIGKILL)
     ended = await wait_for_run(client, run["run_id"])
     assert ended["status"] == "failed"
     assert "worker process died" in ended["error"]
