@@ -189,7 +189,12 @@ def _surrogates(text: str, where: str) -> list[FieldError]:
 
 async def read_json(request: web.Request, checker: Checker, empty: Any = None) -> Any:
     """The body as JSON checked against a schema; `empty` stands in for no body."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as exc:
+        # A Content-Encoding (gzip, deflate) whose data does not decode.
+        encoding = request.headers.get("Content-Encoding", "its Content-Encoding")
+        raise BadRequest(f"the body is not valid {encoding} data") from exc
     if not raw.strip():
         if empty is None:
             raise BadRequest("a JSON body is required")

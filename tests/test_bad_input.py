@@ -265,3 +265,24 @@ async def test_unknown_routes_and_methods_are_problem_json(
     await _assert_refused_cleanly(resp, status)
     if status == 405:
         assert "GET" in resp.headers["Allow"] or "POST" in resp.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        "gzip",  # claims gzip, sends plain bytes
+        "deflate",  # claims deflate, sends a broken stream
+    ],
+)
+async def test_a_body_that_does_not_match_its_content_encoding_is_400(
+    client: Client, encoding: str
+) -> None:
+    before = await _state(client)
+    resp = await client.post(
+        "/api/scenarios",
+        data=b"\x00\x01 not compressed at all",
+        headers={"Content-Encoding": encoding, "Connection": "close"},
+    )
+    text = await _assert_refused_cleanly(resp, 400)
+    assert encoding in json.loads(text)["detail"]
+    assert await _state(client) == before
