@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from .web import POOL_EXECUTORS, Config, create_app, default_workers
+from .web import POOL_EXECUTORS, Config, create_app, default_workers, warn_if_exposed
 
 log = logging.getLogger("simsvc")
 
@@ -37,7 +37,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         " (the last two need `pip install simsvc[dask]`)",
     )
     parser.add_argument("--log-level", default=env("SIMSVC_LOG_LEVEL", "INFO"))
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--token",
+        default=env("SIMSVC_TOKEN") or None,
+        help="require Authorization: Bearer <token> on every change and WebSocket",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        default=None,
+        help="an origin (https://host:port) allowed to call the API and open WebSockets "
+        "from a browser; repeat for several (SIMSVC_CORS_ORIGINS: comma-separated)",
+    )
+    args = parser.parse_args(argv)
+    if args.cors_origins is None:
+        listed = env("SIMSVC_CORS_ORIGINS", "")
+        args.cors_origins = [o.strip() for o in listed.split(",") if o.strip()]
+    return args
 
 
 def executor_name(value: str) -> str:
@@ -56,10 +73,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = Config(db_path=args.db, workers=max(1, args.workers), executor=args.executor)
+    config = Config(
+        db_path=args.db,
+        workers=max(1, args.workers),
+        executor=args.executor,
+        token=args.token,
+        cors_origins=tuple(args.cors_origins),
+    )
+    warn_if_exposed(args.host, args.token)
     base = f"http://{args.host}:{args.port}"
     log.info("dashboard: %s/   API docs: %s/docs", base, base)
-    web.run_app(create_app(config), host=args.host, port=args.port, print=_log_listening)
+    web.run_app(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        print=_log_listening,
+        shutdown_timeout=config.shutdown_timeout_s,
+    )
 
 
 def _log_listening(message: str) -> None:

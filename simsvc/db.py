@@ -8,6 +8,7 @@ kept per (run, scenario), so aggregates cost O(scenarios), not O(rows).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sqlite3
@@ -308,9 +309,13 @@ class Database:
         )
         return _scenario(row)
 
-    async def create_scenario(self, name: str, model: str, params: Mapping[str, Any]) -> Scenario:
+    async def create_scenario(
+        self, name: str, model: str, params: Mapping[str, Any], limit: int | None = None
+    ) -> Scenario:
         now = utcnow()
         async with self._transaction() as conn:
+            if limit is not None and await self._scalar("SELECT count(*) FROM scenarios") >= limit:
+                raise Conflict(f"the limit of {limit} scenarios is reached; delete one first")
             try:
                 cursor = await conn.execute(
                     "INSERT INTO scenarios (scenario_name, model, params, created_at, updated_at)"
@@ -635,9 +640,19 @@ class _Transaction:
         try:
             await self._db._conn.execute("BEGIN IMMEDIATE")
         except BaseException:
-            self._db._lock.release()
+            # A cancelled BEGIN still runs on aiosqlite's thread: undo it before letting go,
+            # or the next transaction fails with "cannot start a transaction within a
+            # transaction".
+            try:
+                await asyncio.shield(self._rollback_if_open())
+            finally:
+                self._db._lock.release()
             raise
         return self._db._conn
+
+    async def _rollback_if_open(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # no transaction is active
+            await self._db._conn.execute("ROLLBACK")
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         try:

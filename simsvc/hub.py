@@ -48,7 +48,8 @@ class Client:
             return
         if not self._queue and not self._sending and self._write_now(text, frame):
             return
-        if (
+        # The bound is on backlog: one message larger than it still goes to an idle client.
+        if self._queue and (
             len(self._queue) >= self.hub.max_messages
             or self._queued_bytes + len(text) > self.hub.max_bytes
         ):
@@ -117,10 +118,28 @@ class Client:
             await self._writer
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=message), CLOSE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            # aiohttp shares one drain future per connection, and cancelling the writer
+            # above cancels it when the writer was draining; only our own cancellation counts.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
         except (TimeoutError, ConnectionError, RuntimeError):
-            transport = self.hub.transport_of(self)
-            if transport is not None:
-                transport.abort()
+            pass
+        finally:
+            self._abort_if_stuck()
+
+    def _abort_if_stuck(self) -> None:
+        """Drop the connection if unsent bytes remain: a peer that does not read never will."""
+        transport = self.hub.transport_of(self)
+        if transport is not None and transport.get_write_buffer_size() > 0:
+            log.info(
+                "%s client %s: dropping %d unsent bytes",
+                self.hub.name,
+                self.peer,
+                transport.get_write_buffer_size(),
+            )
+            transport.abort()
 
 
 class Hub:
@@ -135,6 +154,7 @@ class Hub:
         self.direct_write_limit = DIRECT_WRITE_LIMIT
         self._clients: set[Client] = set()
         self._evictions: set[asyncio.Task[None]] = set()
+        self._shut = False
         self._transports: weakref.WeakKeyDictionary[Client, asyncio.Transport] = (
             weakref.WeakKeyDictionary()
         )
@@ -144,10 +164,14 @@ class Hub:
 
     def attach(self, request: web.Request, ws: web.WebSocketResponse) -> Client:
         client = Client(self, ws, request.remote or "?")
-        self._clients.add(client)
         if request.transport is not None:
             self._transports[client] = request.transport
             client.transport = request.transport
+        if self._shut:
+            # The handshake finished after shutdown began (during the hello, say).
+            self._close_soon(client, WSCloseCode.GOING_AWAY, b"server shutdown")
+            return client
+        self._clients.add(client)
         return client
 
     def transport_of(self, client: Client) -> asyncio.Transport | None:
@@ -155,7 +179,10 @@ class Hub:
 
     def evict(self, client: Client) -> None:
         """Close a client that cannot keep up, without waiting for it."""
-        task = asyncio.create_task(client.close(WSCloseCode.POLICY_VIOLATION, b"too slow"))
+        self._close_soon(client, WSCloseCode.POLICY_VIOLATION, b"too slow")
+
+    def _close_soon(self, client: Client, code: int, message: bytes) -> None:
+        task = asyncio.create_task(client.close(code, message))
         self._evictions.add(task)
         task.add_done_callback(self._evictions.discard)
 
@@ -179,12 +206,18 @@ class Hub:
         for client in list(self._clients):
             client.push_event(fragment)
 
+    async def evictions_done(self) -> None:
+        """Wait until every client being evicted is closed."""
+        await asyncio.gather(*self._evictions, return_exceptions=True)
+
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
+        self._shut = True
         clients = list(self._clients)
         self._clients.clear()
         await asyncio.gather(
             *(c.close(code, b"server shutdown") for c in clients), return_exceptions=True
         )
+        await self.evictions_done()
 
 
 def encode_event_fragment(event_type: str, payload: dict[str, Any]) -> str:

@@ -10,14 +10,29 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import __version__
+from .hub import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
 from .sim import Model
 
 MAX_SQLITE_INT = 2**63 - 1
 MAX_REPLICATIONS = 100_000
 MAX_SCENARIOS_PER_RUN = 1_000
+# No more stored than one run may name, so a run of every scenario is always allowed.
+MAX_SCENARIOS = MAX_SCENARIOS_PER_RUN
 MAX_INGEST_ROWS = 100_000
 MAX_BODY_BYTES = 1 << 20
 MAX_NAME_LENGTH = 200
+MAX_WS_MESSAGE_BYTES = 64 * 1024
+
+LIMITS_TEXT = (
+    f"Limits (a refusal names the one it hit): a request body holds at most "
+    f"{MAX_BODY_BYTES} bytes (413); a run has at most {MAX_REPLICATIONS} replications per "
+    f"scenario and names at most {MAX_SCENARIOS_PER_RUN} scenarios (422); at most "
+    f"{MAX_SCENARIOS_PER_RUN} scenarios are stored (409); a scenario name has at most "
+    f"{MAX_NAME_LENGTH} characters and one ingestion at most {MAX_INGEST_ROWS} rows (422); "
+    f"a WebSocket message from a client has at most {MAX_WS_MESSAGE_BYTES} bytes (close "
+    f"1009). A client that falls {MAX_QUEUED_MESSAGES} messages or {MAX_QUEUED_BYTES} bytes "
+    "behind is closed with 1008."
+)
 
 _ID = {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
@@ -459,7 +474,7 @@ def _body(schema: Mapping[str, Any], required: bool = True) -> dict[str, Any]:
 
 
 def _path_id(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {"name": name, "in": "path", "required": True, "schema": _ID}
 
 
 def _query_parameters(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -499,7 +514,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
         "name": "run_id",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer"},
+        "schema": _ID,
         "description": "restrict the aggregates to one run",
     }
     paths: dict[str, Any] = {
@@ -763,6 +778,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
     for name, model in models.items():
         schemas[f"Params.{name}"] = model.params_schema
     _tag_operations(paths)
+    _add_links(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -774,9 +790,51 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                 "Student-t intervals, and live updates over WebSocket (`/ws/results` sends "
                 "the aggregate list; `/ws/events` sends typed events). Errors are "
                 "`application/problem+json` (RFC 9457). The params of each model are "
-                "described under `components.schemas.Params.<model>`."
+                "described under `components.schemas.Params.<model>`.\n\n" + LIMITS_TEXT
             ),
         },
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+# (source path, method, status) -> links to operations on the resource it created
+_LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, str, str]]] = {
+    ("/api/scenarios", "post", "201"): {
+        "GetScenario": ("/api/scenarios/{scenario_id}", "get", "scenario_id", "scenario_id"),
+        "PatchScenario": ("/api/scenarios/{scenario_id}", "patch", "scenario_id", "scenario_id"),
+        "DeleteScenario": (
+            "/api/scenarios/{scenario_id}",
+            "delete",
+            "scenario_id",
+            "scenario_id",
+        ),
+    },
+    ("/api/simulations", "post", "202"): {
+        "GetRun": ("/api/simulations/{run_id}", "get", "run_id", "run_id"),
+        "CancelRun": ("/api/simulations/{run_id}/cancel", "post", "run_id", "run_id"),
+        "GetRunResults": ("/api/simulations/{run_id}/results", "get", "run_id", "run_id"),
+        "GetRunAggregates": ("/api/results", "get", "run_id", "run_id"),
+    },
+}
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    """OpenAPI links from each create to what can be done with the id it returns."""
+    for (path, method, status), links in _LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        response["links"] = {
+            name: {
+                "operationRef": f"#/paths/{_pointer(target)}/{target_method}",
+                "parameters": {param: f"$response.body#/{field}"},
+            }
+            for name, (target, target_method, param, field) in links.items()
+            if target_method in paths.get(target, {})
+        }
+
+
+def _pointer(path: str) -> str:
+    """A path as one JSON Pointer segment (RFC 6901)."""
+    return path.replace("~", "~0").replace("/", "~1")

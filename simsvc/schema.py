@@ -44,6 +44,23 @@ def _field(error: ValidationError, prefix: str) -> str:
     return path or "body"
 
 
+_LIMITS = {
+    "maxLength": ("is longer than the limit of {} characters", len),
+    "minLength": ("is shorter than the minimum of {} characters", len),
+    "maxItems": ("has more than the limit of {} items", len),
+    "minItems": ("has fewer than the minimum of {} items", len),
+}
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, except that a size refusal names the limit it hit."""
+    limit = _LIMITS.get(str(error.validator))
+    if limit is None or not isinstance(error.instance, str | list):
+        return _short(error.message)
+    template, size = limit
+    return f"{template.format(error.validator_value)} ({size(error.instance)} given)"
+
+
 def _short(message: str, limit: int = 300) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
@@ -58,7 +75,7 @@ class Checker:
 
     def errors(self, value: Any) -> list[FieldError]:
         found = sorted(self._validator.iter_errors(value), key=lambda e: list(map(str, e.path)))
-        return [FieldError(field=_field(e, self._prefix), message=_short(e.message)) for e in found]
+        return [FieldError(field=_field(e, self._prefix), message=_message(e)) for e in found]
 
     def check(self, value: Any) -> None:
         errors = self.errors(value)

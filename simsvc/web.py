@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,9 +18,9 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import __version__, analysis, db, experiments, sim, stats
+from . import __version__, analysis, db, experiments, security, sim, stats
 from .hub import Hub, encode_event_fragment
 from .openapi import (
     COMPARE_QUERY,
@@ -27,6 +28,9 @@ from .openapi import (
     INGEST_REQUEST,
     MAX_BODY_BYTES,
     MAX_REPLICATIONS,
+    MAX_SCENARIOS,
+    MAX_SQLITE_INT,
+    MAX_WS_MESSAGE_BYTES,
     RUN_REQUEST,
     SCENARIO_CREATE,
     SCENARIO_PATCH,
@@ -34,6 +38,7 @@ from .openapi import (
     build_spec,
 )
 from .schema import Checker, FieldError, InvalidInput, query_values
+from .security import warn_if_exposed as warn_if_exposed
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,11 @@ class Config:
     workers: int = field(default_factory=sim.default_workers)
     executor: str = "process"  # process, thread, inline, dask-local or dask://HOST:PORT
     heartbeat_s: float = 30.0
-    max_ws_message_bytes: int = 64 * 1024
+    max_ws_message_bytes: int = MAX_WS_MESSAGE_BYTES
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    # After the sockets are closed, how long a shutdown waits for requests still running.
+    shutdown_timeout_s: float = 3.0
 
 
 CONFIG = web.AppKey("config", Config)
@@ -92,10 +101,12 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    # backslashreplace: a detail that quotes a client's broken text must not break the answer.
     return web.Response(
         status=status,
-        text=json.dumps(body, ensure_ascii=False),
+        body=json.dumps(body, ensure_ascii=False).encode("utf-8", "backslashreplace"),
         content_type="application/problem+json",
+        charset="utf-8",
         headers=headers,
     )
 
@@ -119,8 +130,9 @@ async def problem_middleware(
             raise
         default_text = f"{exc.status}: {exc.reason}"
         detail = exc.text if exc.text and exc.text != default_text else None
+        # RFC 9110: a 405 must list the methods the resource does allow.
         kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
-        return problem(exc.status, detail or _http_detail(exc, request), headers=kept)
+        return problem(exc.status, detail or _http_detail(exc, request), headers=kept or None)
     except InvalidInput as exc:
         return problem(422, exc.detail, exc.errors)
     except db.InvalidRows as exc:
@@ -132,6 +144,10 @@ async def problem_middleware(
         return problem(404, str(exc))
     except db.Conflict as exc:
         return problem(409, str(exc))
+    except security.Unauthorized as exc:
+        return problem(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="simsvc"'})
+    except security.Forbidden as exc:
+        return problem(403, str(exc))
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -152,19 +168,41 @@ def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
 # -- request parsing ------------------------------------------------------------------
 
 
-def _nonfinite(value: Any, path: str = "") -> list[FieldError]:
+def _unstorable(value: Any, path: str = "") -> list[FieldError]:
+    """Values JSON can carry but the service cannot keep: NaN, infinities, lone surrogates."""
+    where = path or "body"
     if isinstance(value, float) and not math.isfinite(value):
-        return [FieldError(field=path or "body", message=f"{value} is not a finite number")]
+        return [FieldError(field=where, message=f"{value} is not a finite number")]
+    if isinstance(value, str):
+        return _surrogates(value, where)
     if isinstance(value, dict):
-        return [e for k, v in value.items() for e in _nonfinite(v, f"{path}.{k}" if path else k)]
+        # A bad key is reported on its parent: it must not leak into a field name.
+        bad_keys = [e for k in value for e in _surrogates(k, where)]
+        return bad_keys or [
+            e for k, v in value.items() for e in _unstorable(v, f"{path}.{k}" if path else k)
+        ]
     if isinstance(value, list):
-        return [e for i, v in enumerate(value) for e in _nonfinite(v, f"{path}[{i}]")]
+        return [e for i, v in enumerate(value) for e in _unstorable(v, f"{path}[{i}]")]
+    return []
+
+
+def _surrogates(text: str, where: str) -> list[FieldError]:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = f"\\u{ord(text[exc.start]):04x}"
+        return [FieldError(field=where, message=f"holds a lone surrogate {char}: not Unicode")]
     return []
 
 
 async def read_json(request: web.Request, checker: Checker, empty: Any = None) -> Any:
     """The body as JSON checked against a schema; `empty` stands in for no body."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as exc:
+        # A Content-Encoding (gzip, deflate) whose data does not decode.
+        encoding = request.headers.get("Content-Encoding", "its Content-Encoding")
+        raise BadRequest(f"the body is not valid {encoding} data") from exc
     if not raw.strip():
         if empty is None:
             raise BadRequest("a JSON body is required")
@@ -179,7 +217,11 @@ async def read_json(request: web.Request, checker: Checker, empty: Any = None) -
         ) from exc
     except RecursionError as exc:
         raise BadRequest("malformed JSON: nested too deeply") from exc
-    errors = _nonfinite(value)
+    except ValueError as exc:
+        # Well-formed JSON whose integer is longer than Python's conversion limit.
+        message = f"a number is longer than the limit of {sys.get_int_max_str_digits()} digits"
+        raise InvalidInput([FieldError(field="body", message=message)]) from exc
+    errors = _unstorable(value)
     if errors:
         raise InvalidInput(errors)
     checker.check(value)
@@ -194,8 +236,8 @@ def query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not re.fullmatch(r"\d{1,18}", raw):
-        raise BadRequest(f"query parameter {name} must be a non-negative integer")
+    if not re.fullmatch(r"\d{1,19}", raw) or int(raw) > MAX_SQLITE_INT:
+        raise BadRequest(f"query parameter {name} must be an integer from 0 to {MAX_SQLITE_INT}")
     return int(raw)
 
 
@@ -576,7 +618,9 @@ async def create_scenario(request: web.Request) -> web.Response:
     body = await read_json(request, app[CHECKERS]["scenario_create"])
     model = body.get("model", "warehouse")
     params = app[PARAMS].complete(model, body.get("params", {}))
-    scenario = await app[DB].create_scenario(body["scenario_name"], model, params)
+    scenario = await app[DB].create_scenario(
+        body["scenario_name"], model, params, limit=MAX_SCENARIOS
+    )
     _scenario_event(app, "created", scenario["scenario_id"], scenario)
     return json_response(
         scenario, status=201, headers={"Location": f"/api/scenarios/{scenario['scenario_id']}"}
@@ -629,15 +673,28 @@ async def index(request: web.Request) -> web.StreamResponse:
 # -- WebSockets -----------------------------------------------------------------------
 
 
+class _Socket(web.WebSocketResponse):
+    """A WebSocket whose close for an oversized message names the limit it hit."""
+
+    def __init__(self, *, heartbeat: float, max_msg_size: int) -> None:
+        super().__init__(heartbeat=heartbeat, max_msg_size=max_msg_size)
+        self._limit = max_msg_size
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = f"messages are limited to {self._limit} bytes".encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
 async def _serve_socket(
     request: web.Request,
     hub: Hub,
     first: Callable[[], Awaitable[tuple[str, dict[str, Any]] | None]],
 ) -> web.WebSocketResponse:
     config = request.app[CONFIG]
-    ws = web.WebSocketResponse(
-        heartbeat=config.heartbeat_s, max_msg_size=config.max_ws_message_bytes
-    )
+    ws = _Socket(heartbeat=config.heartbeat_s, max_msg_size=config.max_ws_message_bytes)
     await ws.prepare(request)
     hello = await first()
     client = hub.attach(request, ws)
@@ -774,6 +831,7 @@ def create_app(
     if STATIC_DIR.is_dir():
         app.router.add_static("/static", STATIC_DIR)
     _add_docs(app)
+    security.setup(app, security.Policy(config.token, config.cors_origins))
     return app
 
 
