@@ -302,6 +302,25 @@ def test_cancel_button_stops_a_long_run(open_page: OpenPage, server: Server) -> 
     screenshot(page, "dashboard-cancelled")
 
 
+def test_edit_and_delete_a_scenario_from_its_row(open_page: OpenPage, server: Server) -> None:
+    created = server.api("POST", "/api/scenarios", {"scenario_name": "編集用"}).json()
+    page = open_page()
+    row = page.locator(f'#scenario-table tr[data-scenario-id="{created["scenario_id"]}"]')
+    row.get_by_role("button", name="Edit: 編集用").click()
+    expect(page.get_by_label("Pickers on the shift")).to_have_value("5")
+    page.get_by_label("Pickers on the shift").fill("8")
+    page.get_by_role("button", name="Save changes").click()
+    expect(row).to_contain_text("Pickers on the shift: 8")
+    assert (
+        server.api("GET", f"/api/scenarios/{created['scenario_id']}").json()["params"]["workers"]
+        == 8
+    )
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete: 編集用").click()
+    expect(row).to_have_count(0)
+    expect(page.get_by_label("編集用", exact=True)).to_have_count(0)
+
+
 def test_bad_input_shows_the_api_message_next_to_the_field(
     open_page: OpenPage, server: Server, console: Console
 ) -> None:

@@ -561,10 +561,11 @@ function updateRun(run) {
 
 // -- results ------------------------------------------------------------------------------
 
+/** The run "latest" shows: the newest active one, else the newest completed, else the newest. */
 function latestRunId() {
-  let latest = null;
-  for (const id of state.runs.keys()) if (latest == null || id > latest) latest = id;
-  return latest;
+  const runs = [...state.runs.values()].sort((a, b) => b.run_id - a.run_id);
+  const pick = runs.find((r) => ACTIVE.has(r.status)) ?? runs.find((r) => r.status === "completed") ?? runs[0];
+  return pick?.run_id ?? null;
 }
 
 function viewedRunId() {
@@ -839,7 +840,7 @@ const handlers = {
     if (!state.runResults.has(e.run_id)) storeResults(e.run_id, []);
     state.watched.add(e.run_id);
     renderRuns();
-    if (viewedRunId() === e.run_id) renderResults();
+    renderResults();
   },
   "run.progress"(e) {
     const run = state.runs.get(e.run_id);
@@ -875,8 +876,9 @@ function runEnded(e) {
   state.runs.set(e.run_id, e.run);
   storeResults(e.run_id, e.results);
   renderRuns();
+  // Redrawn whatever is on screen: an ended run can change which run "latest" means.
   if (state.view === "all") fetchResults(null);
-  else if (viewedRunId() === e.run_id) renderResults();
+  else renderResults();
 }
 
 function renderAll() {
@@ -913,6 +915,7 @@ function connect() {
       return;
     }
     state.seq = event.seq;
+    performance.mark("simsvc:event", { detail: { type: event.type, runId: event.run_id ?? null, done: event.done ?? null } });
     if (event.type === "hello") {
       attempt = 0;
       setConnection("live");
