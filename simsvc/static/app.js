@@ -10,6 +10,8 @@ const COST = "total_labor_costs";
 const ONTIME = "ontime_delivery_rate";
 const HEADLINE_FIELDS = { [COST]: ["average_total_costs", "total_costs_ci95"], [ONTIME]: ["average_delivery_rate", "delivery_rate_ci95"] };
 const ENDED_RUNS_SHOWN = 3;
+const FIRST_RETRY_MS = 300;
+const BACKOFF_FACTOR = 1.7;
 const MAX_BACKOFF_MS = 10000;
 
 const state = {
@@ -926,7 +928,7 @@ function connect() {
     if (socket !== ws) return;
     setConnection("reconnecting");
     // Exponential backoff with jitter, so that many tabs do not hammer a restarting server.
-    const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** attempt) * (0.75 + Math.random() / 2);
+    const delay = Math.min(MAX_BACKOFF_MS, FIRST_RETRY_MS * BACKOFF_FACTOR ** attempt) * (0.75 + Math.random() / 2);
     attempt += 1;
     setTimeout(connect, delay);
   });
