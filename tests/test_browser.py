@@ -14,11 +14,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
@@ -183,10 +184,16 @@ def open_page(browser: Browser, server: Server, console: Console) -> Iterator[Op
     """Open the dashboard in a fresh context and wait until its socket is live."""
     contexts = []
 
-    def open_(locale: str = "en-US", url: str | None = None) -> Page:
+    def open_(
+        locale: str = "en-US",
+        url: str | None = None,
+        routes: Mapping[str | re.Pattern[str], Callable[[Route], None]] | None = None,
+    ) -> Page:
         context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
         contexts.append(context)
         page = context.new_page()
+        for pattern, handler in (routes or {}).items():
+            page.route(pattern, handler)
         console.watch(page)
         page.goto(f"{url or server.url}/")
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")
@@ -378,6 +385,68 @@ def test_precision_targets_are_sent_only_when_filled_and_errors_land_beside_them
         "targets": {"total_labor_costs": {"relative_half_width": 0.01}},
         "max_replications": 500,
     }
+
+
+COMPARE_URL = re.compile(r"/api/simulations/\d+/compare\?")
+
+
+def test_comparison_with_a_baseline_shows_when_the_server_offers_it(
+    open_page: OpenPage, server: Server
+) -> None:
+    spec = server.api("GET", "/openapi.json").json()
+    spec["paths"]["/api/simulations/{run_id}/compare"] = {"get": {}}
+    asked: list[int] = []
+
+    def compare(route: Route) -> None:
+        baseline = int(parse_qs(urlparse(route.request.url).query)["baseline"][0])
+        asked.append(baseline)
+        other = 2 if baseline == 1 else 1
+        rows = [
+            {"scenario_id": other, "kpi": "total_labor_costs", "n": 5, "mean_difference": 1650.0}
+            | {"paired_ci95": [1500.0, 1800.0], "welch_ci95": [1300.0, 2000.0], "verdict": "worse"},
+            {"scenario_id": other, "kpi": "ontime_delivery_rate", "n": 5}
+            | {"mean_difference": 0.12, "paired_ci95": [0.08, 0.16]}
+            | {"welch_ci95": [0.02, 0.22], "verdict": "better"},
+        ]
+        route.fulfill(json={"run_id": 0, "baseline": baseline, "comparisons": rows})
+
+    page = open_page(
+        routes={"**/openapi.json": lambda route: route.fulfill(json=spec), COMPARE_URL: compare}
+    )
+    run = server.api("POST", "/api/simulations", {"scenario_ids": [1, 2], "replications": 5})
+    run_id = run.json()["run_id"]
+    done = page.locator(f'#results[data-run-id="{run_id}"][data-status="completed"]')
+    expect(done).to_have_count(1)
+    section = page.locator("#compare")
+    expect(section).to_be_visible()
+    expect(section.locator("tbody tr")).to_have_count(2)
+    expect(section.locator("tbody")).to_contain_text("worse")
+    expect(section.locator("tbody")).to_contain_text("12.0%")
+    page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
+    expect(section.locator("tbody tr").first).to_contain_text("現状シナリオ")
+    assert asked == [1, 2]
+    section.scroll_into_view_if_needed()
+    screenshot(page, "dashboard-comparison")
+
+
+def test_comparison_stays_hidden_when_the_server_has_none(
+    open_page: OpenPage, server: Server, console: Console
+) -> None:
+    console.expect(r"status of 404")
+    spec = server.api("GET", "/openapi.json").json()
+    spec["paths"]["/api/simulations/{run_id}/compare"] = {"get": {}}
+    page = open_page(
+        routes={
+            "**/openapi.json": lambda route: route.fulfill(json=spec),
+            COMPARE_URL: lambda route: route.fulfill(status=404, json={"status": 404}),
+        }
+    )
+    run = server.api("POST", "/api/simulations", {"scenario_ids": [1, 2], "replications": 5})
+    with page.expect_response(COMPARE_URL):
+        done = page.locator(f'#results[data-run-id="{run.json()["run_id"]}"]')
+        expect(done).to_have_attribute("data-status", "completed")
+    expect(page.locator("#compare")).to_be_hidden()
+    expect(page.locator("#results-table")).to_be_visible()
 
 
 def test_labels_follow_the_browser_language_and_the_switch(open_page: OpenPage) -> None:

@@ -812,7 +812,7 @@ function drawCompare(run, { data, error }) {
         {},
         h("th", { scope: "row" }, scenarioName(c.scenario_id, run)),
         h("td", {}, kpiLabel(c.kpi)),
-        h("td", { class: "num" }, f(c.mean_difference)),
+        h("td", { class: "num" }, `${c.mean_difference > 0 ? "+" : ""}${f(c.mean_difference)}`),
         h("td", { class: "num" }, interval(c.paired_ci95, f)),
         h("td", { class: "num" }, interval(c.welch_ci95, f)),
         h("td", {}, h("span", { class: `verdict verdict-${c.verdict}` }, t(`compare.${c.verdict}`, {}, c.verdict))),
