@@ -395,11 +395,12 @@ def test_comparison_with_a_baseline_shows_when_the_server_offers_it(
 ) -> None:
     spec = server.api("GET", "/openapi.json").json()
     spec["paths"]["/api/simulations/{run_id}/compare"] = {"get": {}}
-    asked: list[int] = []
+    asked: list[tuple[int, int]] = []
 
     def compare(route: Route) -> None:
-        baseline = int(parse_qs(urlparse(route.request.url).query)["baseline"][0])
-        asked.append(baseline)
+        url = urlparse(route.request.url)
+        baseline = int(parse_qs(url.query)["baseline"][0])
+        asked.append((int(url.path.split("/")[3]), baseline))
         other = 2 if baseline == 1 else 1
         rows = [
             {"scenario_id": other, "kpi": "total_labor_costs", "n": 5, "mean_difference": 1650.0}
@@ -424,7 +425,7 @@ def test_comparison_with_a_baseline_shows_when_the_server_offers_it(
     expect(section.locator("tbody")).to_contain_text("12.0%")
     page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
     expect(section.locator("tbody tr").first).to_contain_text("現状シナリオ")
-    assert asked == [1, 2]
+    assert [b for r, b in asked if r == run_id] == [1, 2]
     section.scroll_into_view_if_needed()
     screenshot(page, "dashboard-comparison")
 
