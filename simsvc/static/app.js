@@ -453,6 +453,12 @@ function statusBadge(status) {
   return h("span", { class: `status status-${status}` }, t(`status.${status}`, {}, status));
 }
 
+/** Why a run with precision targets stopped, or nothing for a fixed-size run. */
+function stoppedNote(run) {
+  if (!run?.stopped_because) return null;
+  return h("small", { class: "muted stopped" }, ` ${t(`stopped.${run.stopped_because}`, {}, run.stopped_because)}`);
+}
+
 function runScenarioNames(run) {
   return run.scenario_ids.map((id) => scenarioName(id, run)).join(", ");
 }
@@ -522,7 +528,7 @@ function historyRow(run) {
     "tr",
     { "data-run-id": run.run_id },
     h("th", { scope: "row" }, `#${run.run_id}`),
-    h("td", {}, statusBadge(run.status)),
+    h("td", {}, statusBadge(run.status), stoppedNote(run)),
     h("td", {}, h("time", { datetime: run.created_at }, formatTime(run.created_at))),
     h("td", {}, runScenarioNames(run)),
     h("td", { class: "num" }, String(run.replications)),
@@ -633,7 +639,8 @@ function resultsCaption(runId) {
   if (runId == null) return state.view === "all" ? t("results.forAll") : "";
   const run = state.runs.get(runId);
   if (!run) return "";
-  return t("results.forRun", { id: runId, done: run.done, total: run.total, status: t(`status.${run.status}`, {}, run.status) });
+  const caption = t("results.forRun", { id: runId, done: run.done, total: run.total, status: t(`status.${run.status}`, {}, run.status) });
+  return run.stopped_because ? `${caption} (${t(`stopped.${run.stopped_because}`, {}, run.stopped_because)})` : caption;
 }
 
 function kpisOf(results) {
