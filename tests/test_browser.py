@@ -43,9 +43,9 @@ WAIT_MS = 15_000
 def chromium_path() -> str:
     """The system chromium, or skip (fail under CI) when there is none."""
     found = os.environ.get("SIMSVC_CHROMIUM") or shutil.which("chromium")
-    if found:
+    if found and Path(found).is_file():
         return found
-    message = "chromium is not installed (apt-get install chromium)"
+    message = f"no chromium at {found}" if found else "chromium is not installed (apt install)"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -455,6 +455,7 @@ def test_labels_follow_the_browser_language_and_the_switch(open_page: OpenPage) 
     expect(page.locator("html")).to_have_attribute("lang", "ja")
     expect(page.get_by_role("heading", level=2, name="シナリオ", exact=True)).to_be_visible()
     expect(page.get_by_role("button", name="実行開始")).to_be_visible()
+    screenshot(page, "dashboard-japanese")
     page.get_by_label("言語").select_option("en")
     expect(page.get_by_role("button", name="Start run")).to_be_visible()
     expect(page.locator("html")).to_have_attribute("lang", "en")
