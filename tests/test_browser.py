@@ -264,9 +264,21 @@ def test_story_create_scenario_run_and_watch_results_arrive_live(
     expect(other.locator("#results-table tbody")).to_have_text(final_rows)
     expect(other.locator(f'#live-list li[data-run-id="{run_id}"] .pct')).to_have_text("100%")
     assert all(url.startswith(server.url) or url.startswith("data:") for url in requested)
+    assert unlabelled_controls(page) == []
     record_latency(page, server, run_id)
     screenshot(page, "dashboard-after-run")
     screenshot(other, "dashboard-second-tab")
+
+
+def unlabelled_controls(page: Page) -> list[str]:
+    """Form controls a screen reader would announce without a name."""
+    found: list[str] = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button, progress, textarea')]
+            .filter((el) => !el.labels?.length && !el.getAttribute('aria-label')
+                && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+            .map((el) => el.outerHTML.slice(0, 120))"""
+    )
+    return found
 
 
 def record_latency(page: Page, server: Server, run_id: int) -> None:
