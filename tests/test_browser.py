@@ -483,11 +483,14 @@ def test_page_reconnects_by_itself_after_a_server_restart(
     own.start()
     try:
         page = open_page(url=own.url)
+        page.get_by_label("Scenario name").fill("入力途中")
         own.stop()
         expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
         own.start()
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")
         own.api("POST", "/api/scenarios", {"scenario_name": "再起動後"})
         expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
+        # A reconnect refreshes the data but leaves what the user was typing alone.
+        expect(page.get_by_label("Scenario name")).to_have_value("入力途中")
     finally:
         own.stop()

@@ -840,7 +840,9 @@ const handlers = {
     // Anything cached may predate a restart: refetch what is on screen.
     state.runResults.clear();
     state.compare = { key: null, data: null, error: null };
-    if (!$("scenario-model").options.length || state.editing == null) resetScenarioForm();
+    // Built once; a reconnect must not wipe what the user is typing.
+    if (!$("scenario-model").options.length) resetScenarioForm();
+    else renderModelOptions();
     renderPrecisionTargets();
     renderAll();
   },
