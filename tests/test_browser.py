@@ -475,22 +475,17 @@ def test_labels_follow_the_browser_language_and_the_switch(open_page: OpenPage) 
 
 
 def test_page_reconnects_by_itself_after_a_server_restart(
-    open_page: OpenPage, console: Console, tmp_path: Path
+    open_page: OpenPage, console: Console, server: Server
 ) -> None:
     # The browser logs each refused reconnection attempt while the server is down.
     console.expect(r"WebSocket connection to .* failed")
-    own = Server(free_port(), tmp_path / "restart.db")
-    own.start()
-    try:
-        page = open_page(url=own.url)
-        page.get_by_label("Scenario name").fill("入力途中")
-        own.stop()
-        expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
-        own.start()
-        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
-        own.api("POST", "/api/scenarios", {"scenario_name": "再起動後"})
-        expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
-        # A reconnect refreshes the data but leaves what the user was typing alone.
-        expect(page.get_by_label("Scenario name")).to_have_value("入力途中")
-    finally:
-        own.stop()
+    page = open_page()
+    page.get_by_label("Scenario name").fill("入力途中")
+    server.stop()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    server.start()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    server.api("POST", "/api/scenarios", {"scenario_name": "再起動後"})
+    expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
+    # A reconnect refreshes the data but leaves what the user was typing alone.
+    expect(page.get_by_label("Scenario name")).to_have_value("入力途中")
