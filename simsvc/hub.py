@@ -40,6 +40,7 @@ class Client:
         self._closing = False
         self._sending = False  # the writer task is inside send_str
         self.transport: asyncio.Transport | None = None  # for direct writes; set by the hub
+        self._held: list[str] | None = None
         self._writer = asyncio.create_task(self._drain(), name=f"simsvc-ws-writer-{peer}")
 
     def push(self, text: str, frame: bytes | None = None) -> None:
@@ -88,8 +89,24 @@ class Client:
 
     def push_event(self, fragment: str) -> None:
         """Queue an event whose JSON body (minus the opening brace) was encoded once."""
+        if self._held is not None:
+            self._held.append(fragment)
+            return
         self.seq += 1
         self.push(f'{{"seq":{self.seq},{fragment}')
+
+    def hold(self) -> None:
+        """Keep events back until `release_hold`, so that a snapshot can go first."""
+        if self._held is None:
+            self._held = []
+
+    def release_hold(self, first: str | None = None) -> None:
+        """Send `first` (an event fragment), then every event held since `hold`."""
+        held, self._held = self._held or [], None
+        if first is not None:
+            self.push_event(first)
+        for fragment in held:
+            self.push_event(fragment)
 
     async def _drain(self) -> None:
         try:

@@ -696,11 +696,13 @@ async def _serve_socket(
     config = request.app[CONFIG]
     ws = _Socket(heartbeat=config.heartbeat_s, max_msg_size=config.max_ws_message_bytes)
     await ws.prepare(request)
-    hello = await first()
     client = hub.attach(request, ws)
-    if hello is not None:
-        client.push_event(encode_event_fragment(*hello))
+    # Attached before the snapshot is read, so nothing broadcast meanwhile is lost;
+    # held back until the snapshot is queued, so the snapshot is still the first message.
+    client.hold()
     try:
+        hello = await first()
+        client.release_hold(encode_event_fragment(*hello) if hello is not None else None)
         async for msg in ws:
             if msg.type == WSMsgType.ERROR:
                 log.info("%s client %s: %s", hub.name, request.remote, ws.exception())
@@ -725,6 +727,7 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
             "runs": [run_view(r) for r in await app[DB].list_runs(limit=50)],
             "results": await app[AGGREGATES].compute(),
             "scenarios": await app[DB].list_scenarios(),
+            "models": [m.describe() for m in app[MODELS].values()],
         }
 
     return await _serve_socket(request, app[EVENTS_HUB], hello)

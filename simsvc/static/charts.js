@@ -1,0 +1,158 @@
+// Small hand-written SVG charts: bars with confidence whiskers, and a scatter with
+// crosshair intervals. A charting library would be 50-200 KB for the same two pictures.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+export const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#7F7F00", "#000000"];
+
+function svg(name, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+/** About `count` round tick values covering [lo, hi]. */
+export function niceTicks(lo, hi, count = 5) {
+  if (!(hi > lo)) hi = lo + (Math.abs(lo) || 1);
+  const raw = (hi - lo) / count;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+  const ticks = [];
+  for (let v = Math.floor(lo / step) * step; v < hi + step * 0.999; v += step) {
+    ticks.push(Number(v.toPrecision(12)));
+  }
+  return ticks;
+}
+
+function scale(domain, range) {
+  const [d0, d1] = domain;
+  const [r0, r1] = range;
+  return (v) => r0 + ((v - d0) / (d1 - d0 || 1)) * (r1 - r0);
+}
+
+// CJK characters take about twice the width of Latin ones at the same font size.
+function fitLabel(text, widthPx, fontPx = 11) {
+  let used = 0;
+  let out = "";
+  for (const ch of text) {
+    used += ch.charCodeAt(0) > 0x2e80 ? fontPx : fontPx * 0.58;
+    if (used > widthPx) return `${out}…`;
+    out += ch;
+  }
+  return out;
+}
+
+function yAxis(root, ticks, y, left, right, format) {
+  for (const tick of ticks) {
+    const ty = y(tick);
+    root.append(svg("line", { x1: left, x2: right, y1: ty, y2: ty, class: "grid" }));
+    root.append(
+      svg("text", { x: left - 6, y: ty, class: "tick", "text-anchor": "end", "dominant-baseline": "middle" }, format(tick)),
+    );
+  }
+}
+
+function whisker(root, x1, y1, x2, y2, cap, vertical) {
+  root.append(svg("line", { x1, y1, x2, y2, class: "whisker" }));
+  for (const [cx, cy] of [[x1, y1], [x2, y2]]) {
+    const attrs = vertical
+      ? { x1: cx - cap, x2: cx + cap, y1: cy, y2: cy }
+      : { x1: cx, x2: cx, y1: cy - cap, y2: cy + cap };
+    root.append(svg("line", { ...attrs, class: "whisker" }));
+  }
+}
+
+/**
+ * Bars of scenario means from zero, with 95% interval whiskers.
+ * items: [{label, mean, half, color, best}], half may be null (fewer than 2 replications).
+ */
+export function barChart({ items, format, title, range = null, width = 440, height = 250 }) {
+  const margin = { top: 22, right: 12, bottom: 40, left: 70 };
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title, class: "chart" });
+  root.append(svg("title", {}, title));
+  // Intervals are clipped to the KPI's natural range (0..100% for shares), and at zero
+  // when every mean is positive: a normal-theory interval can reach below a count's zero.
+  const floor = range ? range[0] : items.every((i) => i.mean >= 0) ? 0 : -Infinity;
+  const ceiling = range ? range[1] : Infinity;
+  const clip = (v) => Math.min(Math.max(v, floor), ceiling);
+  const highs = items.map((i) => clip(i.mean + (i.half ?? 0)));
+  const lows = items.map((i) => clip(i.mean - (i.half ?? 0)));
+  const ticks = niceTicks(Math.min(0, ...lows), Math.max(0, ...highs));
+  const y = scale([ticks[0], ticks.at(-1)], [height - margin.bottom, margin.top]);
+  yAxis(root, ticks, y, margin.left, width - margin.right, format);
+  const band = (width - margin.left - margin.right) / Math.max(items.length, 1);
+  const barWidth = Math.min(64, band * 0.6);
+  items.forEach((item, index) => {
+    const cx = margin.left + band * (index + 0.5);
+    const top = y(Math.max(item.mean, 0));
+    const bottom = y(Math.min(item.mean, 0));
+    const group = svg("g", { class: item.best ? "bar best" : "bar" });
+    const summary = item.half == null ? format(item.mean) : `${format(item.mean)} ± ${format(item.half)}`;
+    group.append(svg("title", {}, `${item.label}: ${summary}`));
+    group.append(
+      svg("rect", { x: cx - barWidth / 2, y: top, width: barWidth, height: Math.max(bottom - top, 1), fill: item.color }),
+    );
+    if (item.half != null) {
+      whisker(group, cx, y(clip(item.mean - item.half)), cx, y(clip(item.mean + item.half)), barWidth / 4, true);
+    }
+    const labelY = y(clip(item.mean + (item.half ?? 0))) - 6;
+    group.append(svg("text", { x: cx, y: labelY, class: "value", "text-anchor": "middle" }, format(item.mean)));
+    const name = `${item.best ? "★ " : ""}${item.label}`;
+    group.append(
+      svg("text", { x: cx, y: height - margin.bottom + 16, class: "label", "text-anchor": "middle" }, fitLabel(name, band - 4)),
+    );
+    root.append(group);
+  });
+  root.append(
+    svg("line", { x1: margin.left, x2: width - margin.right, y1: y(0), y2: y(0), class: "axis" }),
+  );
+  return root;
+}
+
+/**
+ * One point per scenario at (x mean, y mean) with both intervals as a crosshair.
+ * items: [{label, x, xHalf, y, yHalf, color}]
+ */
+export function scatterChart({ items, formatX, formatY, title, xLabel, yLabel, yRange = null, width = 560, height = 320 }) {
+  const margin = { top: 16, right: 20, bottom: 48, left: 70 };
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title, class: "chart scatter" });
+  root.append(svg("title", {}, title));
+  // Padded around the data, but never past a natural bound such as 0..100%.
+  const span = (values, halves, [floor, ceiling] = [-Infinity, Infinity]) => {
+    const lo = Math.min(...values.map((v, i) => v - (halves[i] ?? 0)));
+    const hi = Math.max(...values.map((v, i) => v + (halves[i] ?? 0)));
+    const pad = (hi - lo) * 0.15 || Math.abs(hi) * 0.05 || 1;
+    return niceTicks(Math.max(lo - pad, floor), Math.min(hi + pad, ceiling), 5);
+  };
+  const xTicks = span(items.map((i) => i.x), items.map((i) => i.xHalf));
+  const yTicks = span(items.map((i) => i.y), items.map((i) => i.yHalf), yRange ?? undefined);
+  const x = scale([xTicks[0], xTicks.at(-1)], [margin.left, width - margin.right]);
+  const y = scale([yTicks[0], yTicks.at(-1)], [height - margin.bottom, margin.top]);
+  yAxis(root, yTicks, y, margin.left, width - margin.right, formatY);
+  for (const tick of xTicks) {
+    const tx = x(tick);
+    root.append(svg("line", { x1: tx, x2: tx, y1: margin.top, y2: height - margin.bottom, class: "grid" }));
+    root.append(svg("text", { x: tx, y: height - margin.bottom + 16, class: "tick", "text-anchor": "middle" }, formatX(tick)));
+  }
+  root.append(svg("text", { x: (margin.left + width - margin.right) / 2, y: height - 6, class: "axis-label", "text-anchor": "middle" }, `${xLabel} →`));
+  root.append(
+    svg("text", { x: 14, y: (margin.top + height - margin.bottom) / 2, class: "axis-label", "text-anchor": "middle", transform: `rotate(-90 14 ${(margin.top + height - margin.bottom) / 2})` }, `${yLabel} →`),
+  );
+  for (const item of items) {
+    const cx = x(item.x);
+    const cy = y(item.y);
+    const group = svg("g", { class: "point" });
+    group.append(svg("title", {}, `${item.label}: ${formatX(item.x)}, ${formatY(item.y)}`));
+    if (item.xHalf != null) whisker(group, x(item.x - item.xHalf), cy, x(item.x + item.xHalf), cy, 4, false);
+    if (item.yHalf != null) whisker(group, cx, y(item.y - item.yHalf), cx, y(item.y + item.yHalf), 4, true);
+    group.append(svg("circle", { cx, cy, r: 6, fill: item.color }));
+    const right = cx < width - 140;
+    group.append(
+      svg("text", { x: cx + (right ? 10 : -10), y: cy - 8, class: "label", "text-anchor": right ? "start" : "end" }, item.label),
+    );
+    root.append(group);
+  }
+  return root;
+}
