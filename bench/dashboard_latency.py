@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
+
+from .servers import free_port
 
 log = logging.getLogger("bench.dashboard_latency")
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +47,6 @@ MARKS = """(runId) => {
     renders: mine('simsvc:results-rendered').map((m) => [m.detail.status, m.detail.done, at(m)]),
   };
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], limit_s: float = 30) -> None:

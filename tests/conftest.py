@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,3 +63,11 @@ async def start_run(client: Client, **body: Any) -> dict[str, Any]:
     resp = await client.post("/api/simulations", json=body)
     assert resp.status == 202, await resp.text()
     return dict(await resp.json())
+
+
+def free_port() -> int:
+    """A loopback port that is free now, for a real `python -m simsvc`."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

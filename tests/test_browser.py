@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+
+from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -117,13 +118,6 @@ class Server:
 
     def api(self, method: str, path: str, body: Any = None) -> requests.Response:
         return requests.request(method, f"{self.url}{path}", json=body, timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -18,16 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from .conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 START_LIMIT_S = 20.0
 EXIT_LIMIT_S = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Service:

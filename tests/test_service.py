@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,15 +17,10 @@ from simsvc import db
 from simsvc.__main__ import parse_args
 from simsvc.web import Config, create_app
 
+from .conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED_TEST_PROGRAM = ROOT.parent / "shared" / "peer" / "seed_fastapi" / "test_websocket.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
