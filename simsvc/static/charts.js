@@ -140,13 +140,18 @@ export function scatterChart({ items, formatX, formatY, title, xLabel, yLabel, y
   root.append(
     svg("text", { x: 14, y: (margin.top + height - margin.bottom) / 2, class: "axis-label", "text-anchor": "middle", transform: `rotate(-90 14 ${(margin.top + height - margin.bottom) / 2})` }, `${yLabel} →`),
   );
+  const front = items.filter((i) => i.pareto).sort((a, b) => a.x - b.x);
+  if (front.length > 1) {
+    root.append(svg("polyline", { points: front.map((i) => `${x(i.x)},${y(i.y)}`).join(" "), class: "pareto-line" }));
+  }
   for (const item of items) {
     const cx = x(item.x);
     const cy = y(item.y);
-    const group = svg("g", { class: "point" });
-    group.append(svg("title", {}, `${item.label}: ${formatX(item.x)}, ${formatY(item.y)}`));
+    const group = svg("g", { class: item.pareto ? "point pareto" : "point", "data-id": item.id ?? "" });
+    group.append(svg("title", {}, `${item.label}: ${formatX(item.x)}, ${formatY(item.y)}${item.pareto ? " (Pareto)" : ""}`));
     if (item.xHalf != null) whisker(group, x(item.x - item.xHalf), cy, x(item.x + item.xHalf), cy, 4, false);
     if (item.yHalf != null) whisker(group, cx, y(item.y - item.yHalf), cx, y(item.y + item.yHalf), 4, true);
+    if (item.pareto) group.append(svg("circle", { cx, cy, r: 11, class: "pareto-ring" }));
     group.append(svg("circle", { cx, cy, r: 6, fill: item.color }));
     const right = cx < width - 140;
     group.append(
@@ -154,5 +159,61 @@ export function scatterChart({ items, formatX, formatY, title, xLabel, yLabel, y
     );
     root.append(group);
   }
+  return root;
+}
+
+function quantile(sorted, p) {
+  const at = (sorted.length - 1) * p;
+  const lo = Math.floor(at);
+  const hi = Math.ceil(at);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo);
+}
+
+/** Quartiles, Tukey whiskers (1.5 IQR), the mean and the points beyond the whiskers. */
+export function fiveNumbers(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const q1 = quantile(sorted, 0.25);
+  const q3 = quantile(sorted, 0.75);
+  const reach = 1.5 * (q3 - q1);
+  const inside = sorted.filter((v) => v >= q1 - reach && v <= q3 + reach);
+  const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  return { q1, median: quantile(sorted, 0.5), q3, low: inside[0], high: inside.at(-1), mean, outliers: sorted.filter((v) => v < inside[0] || v > inside.at(-1)) };
+}
+
+const MAX_OUTLIERS_DRAWN = 200;
+
+/**
+ * One box per scenario: quartiles, median line, Tukey whiskers, a diamond at the mean and
+ * the replications beyond the whiskers as dots. groups: [{label, color, values}].
+ */
+export function boxPlot({ groups, format, title, width = 560, height = 280 }) {
+  const margin = { top: 16, right: 12, bottom: 40, left: 70 };
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title, class: "chart box" });
+  root.append(svg("title", {}, title));
+  const stats = groups.map((g) => (g.values.length ? fiveNumbers(g.values) : null));
+  const all = groups.flatMap((g) => g.values);
+  if (!all.length) return root;
+  const ticks = niceTicks(Math.min(...all), Math.max(...all));
+  const y = scale([ticks[0], ticks.at(-1)], [height - margin.bottom, margin.top]);
+  yAxis(root, ticks, y, margin.left, width - margin.right, format);
+  const band = (width - margin.left - margin.right) / Math.max(groups.length, 1);
+  const boxWidth = Math.min(60, band * 0.5);
+  groups.forEach((group, index) => {
+    const s = stats[index];
+    if (!s) return;
+    const cx = margin.left + band * (index + 0.5);
+    const g = svg("g", { class: "box-group" });
+    const summary = `${group.label}: n ${group.values.length}, median ${format(s.median)}, IQR ${format(s.q1)}–${format(s.q3)}, mean ${format(s.mean)}`;
+    g.append(svg("title", {}, summary));
+    whisker(g, cx, y(s.low), cx, y(s.q1), boxWidth / 4, true);
+    whisker(g, cx, y(s.q3), cx, y(s.high), boxWidth / 4, true);
+    g.append(svg("rect", { x: cx - boxWidth / 2, y: y(s.q3), width: boxWidth, height: Math.max(y(s.q1) - y(s.q3), 1), fill: group.color, class: "box-body" }));
+    g.append(svg("line", { x1: cx - boxWidth / 2, x2: cx + boxWidth / 2, y1: y(s.median), y2: y(s.median), class: "median" }));
+    const my = y(s.mean);
+    g.append(svg("path", { d: `M${cx} ${my - 5}L${cx + 5} ${my}L${cx} ${my + 5}L${cx - 5} ${my}Z`, class: "mean-mark" }));
+    for (const v of s.outliers.slice(0, MAX_OUTLIERS_DRAWN)) g.append(svg("circle", { cx, cy: y(v), r: 2.5, class: "outlier" }));
+    g.append(svg("text", { x: cx, y: height - margin.bottom + 16, class: "label", "text-anchor": "middle" }, fitLabel(group.label, band - 4)));
+    root.append(g);
+  });
   return root;
 }
