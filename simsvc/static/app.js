@@ -719,7 +719,6 @@ function setOffline(offline) {
     const since = new Intl.DateTimeFormat(language(), { timeStyle: "medium" }).format(state.offlineSince);
     setText($("offline-text"), t("offline.text", { since }));
   }
-  for (const button of document.querySelectorAll("form button[type=submit]")) button.setAttribute("aria-disabled", String(offline));
   renderRuns();
 }
 
