@@ -45,7 +45,9 @@ const STRINGS = {
     "live.halfWidth": "{kpi} half-width {now} (target {target})",
     "live.resume": "Resume run #{id}",
     "history.resume": "Resume",
-    "history.viewLabel": "Show the results of run #{id}",
+    "history.viewLabel": "Show results of run #{id}",
+    "scenarios.caption": "Stored scenarios",
+    "history.caption": "Every run, newest first",
     "unit.pp": "pp",
     "unit.ppLong": "percentage points",
     "unit.per.warehouse": "per shift",
@@ -251,11 +253,13 @@ const STRINGS = {
     "live.halfWidth": "{kpi} の半幅 {now}（目標 {target}）",
     "live.resume": "実行 #{id} を再開",
     "history.resume": "再開",
-    "history.viewLabel": "実行 #{id} の結果を表示",
+    "history.viewLabel": "結果を表示（実行 #{id}）",
+    "scenarios.caption": "保存済みのシナリオ",
+    "history.caption": "すべての実行（新しい順）",
     "unit.pp": "pt",
     "unit.ppLong": "ポイント",
-    "unit.per.warehouse": "／シフト",
-    "unit.per.replication": "／反復",
+    "unit.per.warehouse": "（1シフトあたり）",
+    "unit.per.replication": "（1反復あたり）",
     "list.sep": "、",
     "decision.title": "判断: 基準シナリオとの比較",
     "decision.vs": "（基準: {name}）",
@@ -459,10 +463,13 @@ export function has(key) {
   return key in STRINGS[current] || key in STRINGS.en;
 }
 
-/** Fill every element carrying data-i18n with its label, and set <html lang>. */
+/** Fill every element carrying data-i18n (text) or data-i18n-label (aria-label), and set <html lang>. */
 export function applyStatic(root = document) {
   document.documentElement.lang = current;
   for (const el of root.querySelectorAll("[data-i18n]")) {
     el.textContent = t(el.dataset.i18n);
+  }
+  for (const el of root.querySelectorAll("[data-i18n-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nLabel));
   }
 }

@@ -6,7 +6,7 @@ import { ApiError, api } from "./api.js";
 import { barChart, boxPlot, scatterChart } from "./charts.js";
 import { $, h, setText, swatch } from "./dom.js";
 import { problemText } from "./errors.js";
-import { count, formatterFor, intervalText, isShare, kpiLabel, statText, tickFormatter } from "./format.js";
+import { count, formatterFor, intervalText, isMoney, isShare, kpiLabel, statText, tickFormatter } from "./format.js";
 import { has, t } from "./i18n.js";
 import { TERMINAL, kpiDirections, scenarioName, state } from "./state.js";
 
@@ -138,7 +138,7 @@ function paramChanges(run, sid, baseline) {
 }
 
 function perUnit(run, sid, kpi) {
-  if (isShare(kpi)) return "";
+  if (!isMoney(kpi)) return "";
   const model = run.scenarios?.[String(sid)]?.model;
   return has(`unit.per.${model}`) ? ` ${t(`unit.per.${model}`)}` : ` ${t("unit.per.replication")}`;
 }
