@@ -346,3 +346,15 @@ def test_sign_in_with_a_token_keeps_it_for_the_tab(
         context.close()
     finally:
         guarded.stop()
+
+
+def test_api_docs_link_back_to_the_dashboard(open_page: OpenPage, server: Server) -> None:
+    page = open_page()
+    page.get_by_role("link", name="API").click()
+    back = page.get_by_role("link", name="← Back to the dashboard")
+    # Swagger UI opens the description's links in a new tab.
+    with page.context.expect_page() as opened:
+        back.click()
+    dashboard = opened.value
+    expect(dashboard.locator("#connection")).to_have_attribute("data-state", "live")
+    assert dashboard.url == f"{server.url}/"
