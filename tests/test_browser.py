@@ -110,6 +110,9 @@ def test_keyboard_user_cancels_a_run_while_progress_updates(
     open_page: OpenPage, server: Server
 ) -> None:
     page = open_page()
+    # A completed run before this one, which "latest" must not fall back to.
+    earlier = server.api("POST", "/api/simulations", {"scenario_ids": [1], "replications": 2})
+    wait_until_ended(page, earlier.json()["run_id"])
     run_id = start_run_from_form(
         page, 1000, **{"Pause after each replication (seconds, for demos)": "0.05"}
     )
@@ -358,3 +361,33 @@ def test_api_docs_link_back_to_the_dashboard(open_page: OpenPage, server: Server
     dashboard = opened.value
     expect(dashboard.locator("#connection")).to_have_attribute("data-state", "live")
     assert dashboard.url == f"{server.url}/"
+
+
+def test_precision_run_shows_its_half_widths_against_the_targets(
+    open_page: OpenPage, server: Server
+) -> None:
+    page = open_page()
+    body = {
+        "scenario_ids": [1, 2],
+        "pace_s": 0.01,
+        "precision": {
+            "targets": {"total_labor_costs": {"relative_half_width": 0.001}},
+            "min_replications": 10,
+            "max_replications": 3000,
+        },
+    }
+    run_id = server.api("POST", "/api/simulations", body).json()["run_id"]
+    item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
+    precision = item.locator(".precision")
+    expect(precision).to_contain_text("per scenario (at most 3,000)")
+    expect(precision).to_contain_text("Total labor costs half-width")
+    # The bar counts towards the cap, so it only grows from batch to batch.
+    seen = []
+    for _ in range(4):
+        value = int(item.locator("progress").get_attribute("value") or 0)
+        seen.append(value)
+        expect(item.locator("progress")).not_to_have_attribute("value", str(value))
+    assert seen == sorted(seen)
+    assert item.locator("progress").get_attribute("max") == "6000"
+    server.api("POST", f"/api/simulations/{run_id}/cancel")
+    expect(item).to_have_attribute("data-status", "cancelled")

@@ -70,6 +70,12 @@ def test_decision_card_states_each_scenario_against_the_baseline(
     expect(cheaper).to_contain_text("costs less")
     page.locator("#compare").scroll_into_view_if_needed()
     screenshot(page, "dashboard-decision")
+    # Money in the currency the user chose.
+    page.get_by_label("Currency").select_option("JPY")
+    expect(cheaper).to_contain_text("Total labor costs: −¥")
+    expect(page.locator('#results-table td[data-kpi="total_labor_costs"]').first).to_contain_text(
+        "¥"
+    )
 
 
 def expect_best_marks(page: Page, server: Server, run_id: int) -> dict[str, list[int]]:
@@ -133,6 +139,15 @@ def test_constraint_filter_and_pareto_front_follow_the_server_statistics(
     assert cheapest_meeting(0.95) == "2"
     page.get_by_label("Target value").fill("80")
     expect(answer).to_have_attribute("data-pick", cheapest_meeting(0.80))
+    # A target inside scenario 1's interval: its mean meets it, its interval does not.
+    first = next(r for r in results if r["scenario_id"] == 1)
+    inside = round((first["average_delivery_rate"] - first["delivery_rate_ci95"] / 2) * 100, 2)
+    page.get_by_label("Target value").fill(str(inside))
+    expect(answer).to_have_attribute("data-pick", cheapest_meeting(inside / 100))
+    assert cheapest_meeting(inside / 100) != "1"
+    expect(answer).to_contain_text(
+        f"Not yet clear either way (the 95% interval crosses the target): {first['scenario_name']}"
+    )
     page.get_by_label("Target value").fill("99.9")
     expect(answer).to_contain_text("No scenario meets On-time delivery rate ≥ 99.9%")
 
