@@ -176,7 +176,8 @@ class Console:
 def console() -> Iterator[Console]:
     watcher = Console()
     yield watcher
-    assert watcher.unexpected() == []
+    unexpected = watcher.unexpected()
+    assert not unexpected, unexpected
 
 
 OpenPage = Callable[..., Page]

@@ -18,6 +18,7 @@ from .browser_support import (
     Console,
     OpenPage,
     Server,
+    axe_violations,
     screenshot,
     start_run_from_form,
     wait_until_ended,
@@ -323,6 +324,7 @@ def test_sign_in_with_a_token_keeps_it_for_the_tab(
         expect(page.locator("#connection")).to_have_attribute("data-state", "signin")
         token = page.get_by_label("Access token")
         expect(token).to_be_focused()
+        assert axe_violations(page) == []
         token.fill("wrong")
         page.get_by_role("button", name="Sign in", exact=True).click()
         expect(page.locator("#signin-reason")).to_contain_text("did not accept")

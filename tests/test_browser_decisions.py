@@ -70,6 +70,17 @@ def test_decision_card_states_each_scenario_against_the_baseline(
     expect(cheaper).to_contain_text("costs less")
     page.locator("#compare").scroll_into_view_if_needed()
     screenshot(page, "dashboard-decision")
+    # The next run starts: the section says it waits, and keeps its height meanwhile.
+    height = page.locator("#compare").evaluate("(el) => el.offsetHeight")
+    paced = start_run(server, {"scenario_ids": [1, 2], "replications": 500, "pace_s": 0.05})
+    expect(page.locator("#results")).to_have_attribute("data-run-id", str(paced))
+    expect(page.locator("#compare-note")).to_have_text(
+        "The decision appears here when the run has ended."
+    )
+    assert page.locator("#compare").evaluate("(el) => el.offsetHeight") >= height
+    server.api("POST", f"/api/simulations/{paced}/cancel")
+    wait_until_ended(page, paced, "cancelled")
+    page.locator("#results-view").select_option(str(run_id))
     # Money in the currency the user chose.
     page.get_by_label("Currency").select_option("JPY")
     expect(cheaper).to_contain_text("Total labor costs: −¥")

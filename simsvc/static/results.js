@@ -40,9 +40,10 @@ function runKey(run) {
   return `${run.run_id}:${run.status}:${run.done}`;
 }
 
-/** A run whose statistics can be asked for: ended, with data, and more than one scenario. */
-function decidable(run) {
-  return run && TERMINAL.has(run.status) && run.done > 0 && run.scenario_ids.length > 1;
+/** A run that can be asked for statistics: ended, several scenarios, each with 2+ replications. */
+function decidable(run, results) {
+  const enough = results.length === run?.scenario_ids.length && results.every((r) => r.replications >= 2);
+  return run && TERMINAL.has(run.status) && run.scenario_ids.length > 1 && enough;
 }
 
 // -- statistics per KPI ------------------------------------------------------------------
@@ -71,9 +72,9 @@ function kpiColumns(results, bestIds) {
 // -- the selection of the best ---------------------------------------------------------------
 
 /** Per KPI: the select answer for the run (or null where there is none to ask for). */
-function selections(run, kpis) {
+function selections(run, results, kpis) {
   const out = new Map();
-  if (!decidable(run)) return out;
+  if (!decidable(run, results)) return out;
   for (const kpi of kpis) out.set(kpi, cached(`select:${runKey(run)}:${kpi}`, `/api/simulations/${run.run_id}/select?kpi=${kpi}`));
   return out;
 }
@@ -90,7 +91,8 @@ function bestLine(run, results, col, answer) {
   if (!run) return h("li", {}, t("best.needsRun", { kpi: label }));
   if (!TERMINAL.has(run.status)) return h("li", {}, t("best.whenEnded", { kpi: label }));
   if (run.scenario_ids.length < 2) return h("li", {}, t("best.single", { kpi: label }));
-  if (!answer || answer.loading) return h("li", { class: "muted" }, t("best.asking", { kpi: label }));
+  if (!answer) return h("li", { "data-kpi": col.name, "data-best": "none" }, t("best.tooFew", { kpi: label }), " ", extendButton(run));
+  if (answer.loading) return h("li", { class: "muted" }, t("best.asking", { kpi: label }));
   if (answer.error) {
     const text = answer.error instanceof ApiError && answer.error.status === 409 ? t("best.tooFew", { kpi: label }) : problemText(answer.error);
     return h("li", { "data-kpi": col.name, "data-best": "none" }, text, " ", extendButton(run));
@@ -182,14 +184,16 @@ function renderDecision(run, results) {
   section.hidden = false;
   const baseline = renderBaselineOptions(run);
   const note = $("compare-note");
-  if (!decidable(run)) {
-    // The section keeps its place while a run goes on, so the page does not jump.
-    note.textContent = t("decision.whenEnded");
+  if (!decidable(run, results)) {
+    // The section keeps the height it had while a run goes on, so the page does not jump.
+    if ($("decision-cards").children.length) section.style.minHeight = `${section.offsetHeight}px`;
+    note.textContent = t(TERMINAL.has(run.status) ? "decision.tooFew" : "decision.whenEnded");
     $("decision-cards").replaceChildren();
     $("compare-table").hidden = true;
     return;
   }
   const answer = cached(`compare:${runKey(run)}:${baseline}`, `/api/simulations/${run.run_id}/compare?baseline=${baseline}`);
+  if (answer.data) section.style.minHeight = "";
   note.textContent = answer.loading ? t("decision.asking") : answer.error ? t("compare.unavailable", { detail: problemText(answer.error) }) : t("decision.note", { n: count(answer.data.comparisons[0]?.n ?? 0) });
   if (!answer.data) return;
   const formats = new Map(kpiColumns(results, new Map()).map((c) => [c.name, c.format]));
@@ -407,7 +411,7 @@ export function renderResultsBody(args) {
   const { run, results, colors } = args;
   const directions = kpiDirections();
   const present = [...directions.keys()].filter((k) => results.some((r) => kpiStat(r, k)));
-  const selected = selections(run, present);
+  const selected = selections(run, results, present);
   const columns = kpiColumns(results, bestIdsOf(selected));
   renderDecision(run, results);
   renderBest(run, results, columns, selected);
