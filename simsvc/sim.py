@@ -31,9 +31,9 @@ from .schema import Checker, FieldError, InvalidInput
 log = logging.getLogger(__name__)
 
 # Work units (see `Model.work`): one is about the cost of picking one order in `warehouse`.
-REPLICATION_OVERHEAD = 10.0  # what any replication costs: the call, the stream, the row
+REPLICATION_OVERHEAD = 20.0  # what any replication costs: the call, the stream, the row
 MAX_REPLICATION_WORK = 1_000_000.0  # one replication: about a second
-MAX_RUN_WORK = 2_000_000_000.0  # one run or experiment: about an hour of one core
+MAX_RUN_WORK = 4_000_000_000.0  # one run or experiment: one to two hours of one core
 SEED_SCHEME = "numpy.random.default_rng([seed, replication]) (PCG64 seeded by SeedSequence)"
 HEADLINE_KPIS = ("total_labor_costs", "ontime_delivery_rate")
 T = TypeVar("T")

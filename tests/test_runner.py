@@ -58,7 +58,7 @@ class HeldBackend:
         return result
 
     async def until(self, count: int) -> None:
-        async with self.submitted:
+        async with asyncio.timeout(10), self.submitted:
             await self.submitted.wait_for(lambda: len(self.chunks) >= count)
 
     def finish(self, index: int) -> None:
@@ -131,7 +131,8 @@ async def test_a_chunk_past_the_time_limit_fails_the_run_with_the_limit() -> Non
     backend = HeldBackend(workers=1)
     sink = RecordingSink()
     runner = Runner(backend, chunk_timeout_s=0.01)
-    await runner.start(job(6, sink, 1, 10))
+    async with asyncio.timeout(10):
+        await runner.start(job(6, sink, 1, 10))
     status, _, error = sink.events[-1]
     assert status == "failed"
     assert error is not None and "limit of 0.01 s per chunk" in error
