@@ -93,7 +93,8 @@ async def test_extending_past_the_work_limit_is_refused(client: Client) -> None:
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["field"] == "replications"
     after = await (await client.get(f"/api/simulations/{run['run_id']}")).json()
-    assert after["replications"] == 1 and after["status"] == "completed"
+    assert after["replications"] == 1
+    assert after["status"] == "completed"
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,9 @@ async def test_a_replication_past_the_size_bound_is_refused(
 async def test_a_stored_scenario_past_the_size_bound_cannot_run(client: Client) -> None:
     # As a database written before the bound existed could hold.
     scenario = await client.app[DB].create_scenario(
-        "old", "warehouse", {**sim.WAREHOUSE.defaults, "orders_per_hour": 100_000, "shift_hours": 24}
+        "old",
+        "warehouse",
+        {**sim.WAREHOUSE.defaults, "orders_per_hour": 100_000, "shift_hours": 24},
     )
     body = {"scenario_ids": [1, scenario["scenario_id"]]}
     resp = await client.post("/api/simulations", json=body)
