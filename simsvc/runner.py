@@ -88,6 +88,7 @@ class Job:
     sink: RunSink
     pace_s: float = 0.0
     resumed: bool = False  # some pairs may be stored already: skip them
+    kind: str = "run"  # ids are unique within a kind ("run", "experiment")
     started: bool = field(default=False, init=False)
     cancel_requested: bool = field(default=False, init=False)
     finishing: bool = field(default=False, init=False)  # its outcome is being recorded
@@ -99,26 +100,26 @@ class Runner:
     def __init__(self, backend: Backend, chunk_timeout_s: float = DEFAULT_CHUNK_TIMEOUT_S) -> None:
         self.backend = backend
         self.chunk_timeout_s = chunk_timeout_s
-        self._jobs: dict[int, tuple[Job, asyncio.Task[None]]] = {}
+        self._jobs: dict[tuple[str, int], tuple[Job, asyncio.Task[None]]] = {}
 
     def start(self, job: Job) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._run(job), name=f"simsvc-run-{job.run_id}")
-        self._jobs[job.run_id] = (job, task)
+        task = asyncio.create_task(self._run(job), name=f"simsvc-{job.kind}-{job.run_id}")
+        self._jobs[job.kind, job.run_id] = (job, task)
         task.add_done_callback(lambda _: self._forget(job))
         return task
 
     def _forget(self, job: Job) -> None:
         # A run restarted (extend, resume) must not be dropped by its predecessor's callback.
-        entry = self._jobs.get(job.run_id)
+        entry = self._jobs.get((job.kind, job.run_id))
         if entry is not None and entry[0] is job:
-            del self._jobs[job.run_id]
+            del self._jobs[job.kind, job.run_id]
 
-    def is_active(self, run_id: int) -> bool:
-        return run_id in self._jobs
+    def is_active(self, run_id: int, kind: str = "run") -> bool:
+        return (kind, run_id) in self._jobs
 
-    def cancel(self, run_id: int) -> bool:
+    def cancel(self, run_id: int, kind: str = "run") -> bool:
         """Ask a run to stop, once however often asked; False if it is not running here."""
-        entry = self._jobs.get(run_id)
+        entry = self._jobs.get((kind, run_id))
         if entry is None:
             return False
         job, task = entry
@@ -132,8 +133,9 @@ class Runner:
             task.cancel()
         return True
 
-    async def wait(self, run_id: int) -> None:
-        entry = self._jobs.get(run_id)
+    async def wait(self, run_id: int, kind: str = "run") -> None:
+        """Until the job (if any) has ended and recorded its outcome."""
+        entry = self._jobs.get((kind, run_id))
         if entry is not None:
             await asyncio.gather(entry[1], return_exceptions=True)
 

@@ -20,7 +20,12 @@ point), whose next batch is chosen by a *procedure*:
 
 `PlainProcedure` asks for `1..n` once; `PrecisionProcedure` grows `n` until its
 interval targets are met. Another kind of run (a sweep, an optimization) is another
-procedure started with `Runs.launch`; bound its cost with `check_run_work` first.
+procedure: a stored run starts with `Runs.launch`; anything else builds a
+`runner.Job` with its own `kind` (ids are unique per kind) and `RunSink` (where its
+rows go, what `stored` answers for a resume) and starts it with `Runs.launch_job`.
+Bound its cost up front with `check_run_work` and `sim.check_replication_work`.
+Cancel is `Runner.cancel(id, kind)` then `Runner.wait(id, kind)`: idempotent, and the
+job records exactly one outcome (`completed`, `failed` or `cancelled`) through its sink.
 """
 
 from __future__ import annotations
@@ -278,6 +283,10 @@ class Runs:
     ) -> None:
         """Start computing a stored run whose batches `procedure` chooses."""
         job = Job(run["run_id"], run["seed"], plan, procedure, self.sink, run["pace_s"], resumed)
+        self.runner.start(job)
+
+    def launch_job(self, job: Job) -> None:
+        """Start any job on the shared runner: another kind, with its own sink."""
         self.runner.start(job)
 
     async def start(self, request: RunRequest) -> db.Run:

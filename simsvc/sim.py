@@ -392,7 +392,10 @@ class InlineExecutor(concurrent.futures.Executor):
 class Backend(Protocol):
     """Where chunks of replications are computed."""
 
-    workers: int
+    @property
+    def workers(self) -> int:
+        """How many chunks it computes at once now; read again at every top-up."""
+        ...
 
     async def submit(self, fn: Callable[..., T], *args: Any) -> T: ...
 
