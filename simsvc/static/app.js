@@ -7,6 +7,7 @@ import { $, h, setText, syncKeyed } from "./dom.js";
 import { clearErrors, focusFirstInvalid, markInvalid, problemText, showErrors } from "./errors.js";
 import { CURRENCIES, count, currency, duration, kpiLabel, richText, setCurrency } from "./format.js";
 import { LANGUAGES, applyStatic, has, language, setLanguage, t } from "./i18n.js";
+import { experimentHandlers, renderExperiments, setUpExperimentControls, takeSnapshot } from "./experiments.js";
 import { renderResultsBody, resetDecisions, setUpResultControls } from "./results.js";
 import { ACTIVE, TERMINAL, kpiDirections, scenarioName, state, viewedRunId } from "./state.js";
 
@@ -628,6 +629,7 @@ const handlers = {
     state.runs = new Map(e.runs.map((r) => [r.run_id, r]));
     for (const run of e.runs) if (ACTIVE.has(run.status)) state.watched.add(run.run_id);
     storeResults(null, e.results);
+    takeSnapshot(e);
     // Anything cached may predate a restart: refetch what is on screen.
     state.runResults.clear();
     resetDecisions();
@@ -673,6 +675,7 @@ const handlers = {
     renderScenarios();
     renderRunScenarios();
   },
+  ...experimentHandlers,
 };
 
 function runEnded(e) {
@@ -690,6 +693,7 @@ function renderAll() {
   renderRunScenarios();
   renderRuns();
   renderResults();
+  renderExperiments();
   renderSignIn();
 }
 
@@ -720,6 +724,7 @@ function setOffline(offline) {
     setText($("offline-text"), t("offline.text", { since }));
   }
   renderRuns();
+  renderExperiments();
 }
 
 /** A failed call may be the first sign that the server is gone or wants a token. */
@@ -886,5 +891,6 @@ function renderParamFieldsKeepingValues() {
 
 setUpControls();
 setUpResultControls();
+setUpExperimentControls();
 applyStatic();
 connect();

@@ -51,7 +51,7 @@ function decidable(run, results) {
 /** {mean, half} of one KPI in one aggregate entry, or null when absent. */
 export function kpiStat(entry, kpi) {
   const summary = entry.metrics?.[kpi];
-  if (summary && summary.mean != null) return { mean: summary.mean, half: summary.ci95 };
+  if (summary && summary.mean != null) return { mean: summary.mean, half: summary.ci95, doubtful: summary.normal_doubtful === true, skewness: summary.skewness };
   const fields = HEADLINE_FIELDS[kpi];
   if (fields && entry[fields[0]] != null) return { mean: entry[fields[0]], half: entry[fields[1]] };
   return null;
@@ -315,9 +315,17 @@ function renderScatter(results, columns, colors) {
   setText($("pareto-note"), t("results.pareto", { names: names.join(t("list.sep")) }));
 }
 
+function statCell(c, i) {
+  const stat = c.stats[i];
+  const best = i === c.best ? h("span", { class: "best-mark", title: t("results.bestMark") }, " ★") : null;
+  const doubt = stat?.doubtful ? h("abbr", { class: "doubt", title: t("results.doubtful") }, " †") : null;
+  return h("td", { class: i === c.best ? "num best" : "num", "data-kpi": c.name }, statText(stat, c.format), doubt, best);
+}
+
 function renderTable(results, columns, colors) {
   const table = $("results-table");
   const pooled = results.some((r) => Array.isArray(r.run_ids));
+  const runs = (ids) => (ids ?? []).map((id) => `#${id}`).join(", ");
   table.querySelector("thead").replaceChildren(
     h("tr", {}, h("th", { scope: "col" }, t("results.scenario")), h("th", { scope: "col" }, t("results.n")), pooled ? h("th", { scope: "col" }, t("results.pools")) : null, ...columns.map((c) => h("th", { scope: "col", "data-kpi": c.name }, kpiLabel(c.name)))),
   );
@@ -328,13 +336,14 @@ function renderTable(results, columns, colors) {
         { "data-scenario-id": r.scenario_id },
         h("th", { scope: "row" }, swatch(colors[i]), r.scenario_name),
         h("td", { class: "num" }, count(r.replications)),
-        pooled ? h("td", { class: "pools" }, (r.run_ids ?? []).map((id) => `#${id}`).join(", ")) : null,
-        ...columns.map((c) =>
-          h("td", { class: i === c.best ? "num best" : "num", "data-kpi": c.name }, statText(c.stats[i], c.format), i === c.best ? h("span", { class: "best-mark", title: t("results.bestMark") }, " ★") : null),
-        ),
+        pooled ? h("td", { class: "pools" }, runs(r.run_ids), r.excluded_run_ids?.length ? h("small", { class: "muted excluded" }, ` ${t("results.excluded", { runs: runs(r.excluded_run_ids) })}`) : null) : null,
+        ...columns.map((c) => statCell(c, i)),
       ),
     ),
   );
+  const doubtful = columns.some((c) => c.stats.some((s) => s?.doubtful));
+  $("results-doubt").hidden = !doubtful;
+  setText($("results-doubt"), doubtful ? `† ${t("results.doubtful")}` : "");
 }
 
 // -- distributions, the manifest and the run's own controls ---------------------------------

@@ -17,6 +17,10 @@ export const state = {
   unchecked: new Set(), // scenarios the user left out of the next run
   samples: new Map(), // run_id -> [{at, done}] for throughput and ETA
   batches: new Map(), // run_id -> {totals, fromStart} for precision runs
+  experiments: new Map(), // experiment_id -> summary, from the snapshot and events
+  experimentsAvailable: false, // whether this server runs experiments at all
+  experimentView: "latest", // "latest" | an experiment id
+  experimentBest: new Map(), // experiment_id -> the leading point of its last progress event
   offline: false,
   offlineSince: null,
   seq: 0,
