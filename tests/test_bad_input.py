@@ -13,6 +13,7 @@ from simsvc.openapi import MAX_BODY_BYTES
 
 from .conftest import Client
 
+JSON_TYPE = {"Content-Type": "application/json"}
 ROW = {"scenario_id": 1, "replication": 1, "total_labor_costs": 9000.0, "ontime_delivery_rate": 0.9}
 
 
@@ -209,7 +210,7 @@ async def test_body_over_one_mebibyte_is_413_naming_the_limit(
 ) -> None:
     body = b'{"scenario_name": "' + b"x" * MAX_BODY_BYTES + b'"}'
     # BytesIO: aiohttp's client warns about large raw bytes bodies.
-    resp = await client.request(method, path, data=io.BytesIO(body))
+    resp = await client.request(method, path, data=io.BytesIO(body), headers=JSON_TYPE)
     text = await _assert_refused_cleanly(resp, 413)
     assert str(MAX_BODY_BYTES) in json.loads(text)["detail"]
     assert (await client.get("/api/health")).status == 200
@@ -281,7 +282,7 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_400(
     resp = await client.post(
         "/api/scenarios",
         data=b"\x00\x01 not compressed at all",
-        headers={"Content-Encoding": encoding, "Connection": "close"},
+        headers={**JSON_TYPE, "Content-Encoding": encoding, "Connection": "close"},
     )
     text = await _assert_refused_cleanly(resp, 400)
     assert encoding in json.loads(text)["detail"]
