@@ -161,7 +161,7 @@ class Moments:
             return other
         n = self.n + other.n
         delta = other.mean - self.mean
-        mean = self.mean + delta * other.n / n
+        mean = self.mean + delta * (other.n / n)
         m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
         return Moments(n, mean, m2)
 
@@ -716,7 +716,8 @@ class Database:
             " VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
             " n = n + excluded.n,"
-            " mean = mean + (excluded.mean - mean) * excluded.n / (n + excluded.n),"
+            # The weight first: a product of a huge difference and a count would overflow.
+            " mean = mean + (excluded.mean - mean) * (excluded.n * 1.0 / (n + excluded.n)),"
             " m2 = m2 + excluded.m2"
             " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
             " / (n + excluded.n)",
