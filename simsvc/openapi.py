@@ -35,7 +35,12 @@ LIMITS_TEXT = (
     f"{MAX_NAME_LENGTH} characters and one ingestion at most {MAX_INGEST_ROWS} rows (422); "
     f"a WebSocket message from a client has at most {MAX_WS_MESSAGE_BYTES} bytes (close "
     f"1009). A client that falls {MAX_QUEUED_MESSAGES} messages or {MAX_QUEUED_BYTES} bytes "
-    "behind is closed with 1008."
+    f"behind is closed with 1008. A body nests at most {MAX_JSON_DEPTH} levels (400), is "
+    "sent as application/json (415), and holds no number beyond a double's range (422); "
+    f"ingested KPIs and numeric metrics lie within ±{MAX_INGEST_MAGNITUDE:.0e} (422). "
+    "Answers never hold NaN or Infinity: a statistic that overflows is null. Requests must "
+    "name this service in Host (421), and changes from a browser must come from its own "
+    "origin or an allowed one (403). One replay computes at a time (429)."
 )
 
 _ID = {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT}
