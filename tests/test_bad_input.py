@@ -375,3 +375,27 @@ def test_an_unhandled_error_is_logged_as_one_bounded_line(
     assert "\n" not in line
     assert len(line) < 700
     assert line.startswith("RecursionError: xxx")
+
+
+async def test_an_unexpected_error_costs_the_log_one_line(
+    client: Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        raise RecursionError("maximum recursion depth exceeded\nwith a second line")
+
+    async def broken(*_: object) -> None:
+        deep(800)
+
+    app = client.app
+    assert app is not None
+    monkeypatch.setattr(app[simsvc_web.DB], "list_scenarios", broken)
+    with caplog.at_level(logging.INFO):
+        resp = await client.get("/api/scenarios")
+    assert resp.status == 500
+    lines = [line for r in caplog.records for line in caplog.handler.format(r).splitlines()]
+    errors = [line for line in lines if "ERROR" in line]
+    assert len(errors) == 1, lines[:20]
+    assert len(lines) <= 3, lines[:20]
+    assert "RecursionError" in errors[0]
