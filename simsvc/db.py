@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import aiosqlite
 
@@ -621,25 +621,27 @@ class Database:
 
     async def run_kpi_values(self, run_id: int, kpi: str) -> list[tuple[int, int, float]]:
         """One numeric KPI of every stored replication of a run: (scenario_id, replication,
-        value). Reads that one value rather than whole rows, so a selection stays cheap."""
+        value). Reads that one value, as plain tuples, so a selection over 10^5 rows stays
+        cheap."""
+        args: tuple[Any, ...] = (run_id,)
         if kpi in KPIS:
-            rows = await self._all(
-                f"SELECT scenario_id, replication, {kpi} FROM results WHERE run_id = ?",
-                (run_id,),
-            )
+            sql = f"SELECT scenario_id, replication, {kpi} FROM results WHERE run_id = ?"
         elif kpi.isidentifier():
-            rows = await self._all(
+            sql = (
                 "SELECT scenario_id, replication, json_extract(metrics, ?2) FROM results"
-                " WHERE run_id = ?1 AND json_type(metrics, ?2) IN ('integer', 'real')",
-                (run_id, f'$."{kpi}"'),
+                " WHERE run_id = ?1 AND json_type(metrics, ?2) IN ('integer', 'real')"
             )
+            args = (run_id, f'$."{kpi}"')
         else:
             return [
                 (r["scenario_id"], r["replication"], kpi_values(r)[kpi])
                 for r in await self.run_results(run_id)
                 if kpi in kpi_values(r)
             ]
-        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+        async with self._lock, self._conn.execute(sql, args) as cursor:
+            cursor.row_factory = None  # tuples: no Row object per replication
+            rows = await cursor.fetchall()
+        return cast(list[tuple[int, int, float]], rows)
 
     async def run_result(self, run_id: int, scenario_id: int, replication: int) -> ResultRow | None:
         """One stored replication of a run, or None when it is not stored."""
