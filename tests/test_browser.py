@@ -128,7 +128,7 @@ def test_keyboard_user_cancels_a_run_while_progress_updates(
     # Several progress updates later the button still has the focus...
     for _ in range(3):
         seen = item.locator(".count").inner_text()
-        expect(item.locator(".count")).not_to_have_text(seen)
+        expect(item.locator(".count")).not_to_have_text(seen, timeout=WAIT_MS)
     expect(cancel).to_be_focused()
     # ...so the keyboard alone can cancel the run.
     page.keyboard.press("Enter")
@@ -388,7 +388,7 @@ def test_precision_run_shows_its_half_widths_against_the_targets(
     for _ in range(4):
         value = int(item.locator("progress").get_attribute("value") or 0)
         seen.append(value)
-        expect(item.locator("progress")).not_to_have_attribute("value", str(value))
+        expect(item.locator("progress")).not_to_have_attribute("value", str(value), timeout=WAIT_MS)
     assert seen == sorted(seen)
     assert item.locator("progress").get_attribute("max") == "6000"
     server.api("POST", f"/api/simulations/{run_id}/cancel")

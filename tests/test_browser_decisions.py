@@ -187,7 +187,9 @@ def test_distribution_and_manifest_of_a_run(open_page: OpenPage, server: Server)
     page.get_by_text("Distribution of the replications").click()
     boxes = page.locator("#distribution-chart svg .box-group")
     expect(boxes).to_have_count(2)
-    page.get_by_label("Indicator", exact=True).select_option(label="Mean wait (minutes)")
+    page.locator("#distribution").get_by_label("Indicator").select_option(
+        label="Mean wait (minutes)"
+    )
     waits = [r["metrics"]["mean_wait_minutes"] for r in rows if r["scenario_id"] == 3]
     median = statistics.median(waits)
     expect(boxes.nth(1).locator("title")).to_contain_text(f"n 40, median {median:,.2f}")
