@@ -1,241 +1,23 @@
 // The dashboard: state kept from /ws/events, forms that talk to the HTTP API, and
 // renderers that redraw from state. No framework; every update comes from an event.
 
-import { ApiError, api, setToken, socketUrl, token } from "./api.js";
+import { ApiError, api } from "./api.js";
+import { noteFailure, renderSignIn, startConnection } from "./connection.js";
 import { PALETTE } from "./charts.js";
-import { $, h, setText, syncKeyed } from "./dom.js";
+import { $, h, numberValue, setText, syncKeyed } from "./dom.js";
 import { clearErrors, focusFirstInvalid, markInvalid, problemText, showErrors } from "./errors.js";
-import { CURRENCIES, count, currency, duration, kpiLabel, richText, setCurrency } from "./format.js";
-import { LANGUAGES, applyStatic, has, language, setLanguage, t } from "./i18n.js";
+import { CURRENCIES, count, currency, duration, kpiLabel, setCurrency } from "./format.js";
+import { LANGUAGES, applyStatic, language, setLanguage, t } from "./i18n.js";
+import { labelScenarioForm, renderModelOptions, renderParamFields, renderRunScenarios, renderScenarios, resetScenarioForm, submitScenario } from "./scenarios.js";
 import { experimentHandlers, renderExperiments, setUpExperimentControls, takeSnapshot } from "./experiments.js";
 import { renderResultsBody, resetDecisions, setUpResultControls } from "./results.js";
 import { ACTIVE, TERMINAL, kpiDirections, scenarioName, state, viewedRunId } from "./state.js";
 
 const ENDED_RUNS_SHOWN = 2;
-const FIRST_RETRY_MS = 300;
-const BACKOFF_FACTOR = 1.7;
-const MAX_BACKOFF_MS = 10000;
 const RATE_WINDOW_MS = 10000;
 
-/** A number input's value: undefined when blank, NaN when the browser could not parse it. */
-function numberValue(input) {
-  if (input.validity.badInput) return Number.NaN;
-  return input.value.trim() === "" ? undefined : Number(input.value);
-}
-
-// -- scenarios ----------------------------------------------------------------------------
-
-function paramName(k) {
-  return has(`param.${k}`) ? t(`param.${k}`) : k;
-}
-
-function paramSummary(scenario) {
-  const defaults = state.models.get(scenario.model)?.params?.properties ?? {};
-  const changed = Object.entries(scenario.params).filter(([k, v]) => defaults[k]?.default !== v);
-  if (!changed.length) return t("scenarios.defaults");
-  return changed.map(([k, v]) => `${paramName(k)}: ${v}`).join(" · ");
-}
-
-function scenarioRow(s) {
-  const label = (key) => `${t(key)}: ${s.scenario_name}`;
-  return h(
-    "tr",
-    { "data-scenario-id": s.scenario_id },
-    h("td", {}, String(s.scenario_id)),
-    h("th", { scope: "row" }, s.scenario_name),
-    h("td", {}, s.model),
-    h("td", { class: "params", title: JSON.stringify(s.params) }, paramSummary(s)),
-    h(
-      "td",
-      { class: "row-actions" },
-      h("button", { type: "button", class: "secondary", "aria-label": label("scenarios.edit"), onclick: () => editScenario(s.scenario_id) }, t("scenarios.edit")),
-      h("button", { type: "button", class: "danger", "aria-label": label("scenarios.delete"), onclick: (e) => deleteScenario(s, e.currentTarget) }, t("scenarios.delete")),
-      h("p", { class: "row-error", id: `delete-error-${s.scenario_id}`, role: "alert" }),
-    ),
-  );
-}
-
-function renderScenarios() {
-  const rows = [...state.scenarios.values()].sort((a, b) => a.scenario_id - b.scenario_id);
-  $("scenarios-empty").hidden = rows.length > 0;
-  $("scenario-table").querySelector("tbody").replaceChildren(...rows.map(scenarioRow));
-}
-
-function paramControl(name, schema, id) {
-  const common = { id, name, "data-field": `params.${name}`, "data-error": `err-scenario-params.${name}`, "aria-describedby": `hint-${name} err-scenario-params.${name}` };
-  if (Array.isArray(schema.enum)) {
-    return h("select", common, ...schema.enum.map((v) => h("option", { value: JSON.stringify(v) }, String(v))));
-  }
-  if (schema.type === "boolean") return h("input", { ...common, type: "checkbox" });
-  if (schema.type === "integer" || schema.type === "number") {
-    return h("input", { ...common, type: "number", step: schema.type === "integer" ? "1" : "any", min: schema.minimum, max: schema.maximum, inputmode: schema.type === "integer" ? "numeric" : "decimal" });
-  }
-  return h("input", { ...common, type: "text" });
-}
-
-function setControlValue(control, value) {
-  if (value === undefined) return;
-  if (control.type === "checkbox") control.checked = Boolean(value);
-  else if (control.tagName === "SELECT") control.value = JSON.stringify(value);
-  else control.value = String(value);
-}
-
-function readControl(control) {
-  if (control.type === "checkbox") return control.checked;
-  if (control.tagName === "SELECT") return JSON.parse(control.value);
-  if (control.type === "number") return numberValue(control);
-  return control.value === "" ? undefined : control.value;
-}
-
-function paramHint(schema) {
-  const parts = [];
-  if (schema.default !== undefined) parts.push(t("form.paramHint", { value: schema.default }));
-  const lo = schema.minimum ?? schema.exclusiveMinimum;
-  // Bounds that only guard against absurd input (1e12 yen an hour) say nothing useful.
-  const rawHi = schema.maximum ?? schema.exclusiveMaximum;
-  const hi = rawHi !== undefined && rawHi < 1e6 ? rawHi : undefined;
-  if (lo !== undefined || hi !== undefined) {
-    const left = lo === undefined ? "" : `${lo}${schema.exclusiveMinimum !== undefined ? " <" : " ≤"} `;
-    const right = hi === undefined ? "" : ` ${schema.exclusiveMaximum !== undefined ? "<" : "≤"} ${hi}`;
-    parts.push(`${left}x${right}`);
-  }
-  return parts.join(" · ");
-}
-
-function renderParamFields(modelName, values) {
-  const model = state.models.get(modelName);
-  const props = model?.params?.properties ?? {};
-  $("model-description").replaceChildren(richText(model?.description ?? ""));
-  $("param-fields").replaceChildren(
-    ...Object.entries(props).map(([name, schema]) => {
-      const id = `param-${name}`;
-      const control = paramControl(name, schema, id);
-      setControlValue(control, values?.[name] ?? schema.default);
-      return h(
-        "div",
-        { class: "field" },
-        h("label", { for: id, title: schema.description ?? "" }, paramName(name)),
-        control,
-        h("small", { id: `hint-${name}`, class: "hint" }, paramHint(schema)),
-        h("p", { class: "field-error", id: `err-scenario-params.${name}` }),
-      );
-    }),
-  );
-}
-
-function renderModelOptions() {
-  const select = $("scenario-model");
-  const chosen = select.value;
-  select.replaceChildren(...[...state.models.keys()].map((name) => h("option", { value: name }, name)));
-  if (state.models.has(chosen)) select.value = chosen;
-}
-
-function resetScenarioForm() {
-  state.editing = null;
-  clearErrors($("scenario-form"));
-  $("scenario-name").value = "";
-  renderModelOptions();
-  if (state.models.has("warehouse")) $("scenario-model").value = "warehouse";
-  renderParamFields($("scenario-model").value, null);
-  labelScenarioForm();
-}
-
-function labelScenarioForm() {
-  const editing = state.editing != null;
-  $("scenario-form-title").textContent = editing ? t("form.editing", { id: state.editing }) : t("form.create");
-  $("scenario-submit").textContent = editing ? t("form.update") : t("form.save");
-  $("scenario-cancel-edit").hidden = !editing;
-}
-
-function editScenario(id) {
-  const scenario = state.scenarios.get(id);
-  if (!scenario) return;
-  resetScenarioForm();
-  state.editing = id;
-  $("scenario-name").value = scenario.scenario_name;
-  $("scenario-model").value = scenario.model;
-  renderParamFields(scenario.model, scenario.params);
-  labelScenarioForm();
-  $("scenario-editor").scrollIntoView({ block: "start" });
-  $("scenario-name").focus();
-}
-
-async function deleteScenario(scenario, button) {
-  if (!window.confirm(t("scenarios.deleteConfirm", { name: scenario.scenario_name }))) return;
-  const slot = $(`delete-error-${scenario.scenario_id}`);
-  slot.textContent = "";
-  try {
-    await api("DELETE", `/api/scenarios/${scenario.scenario_id}`);
-  } catch (err) {
-    // Said beside the button that caused it, and the button keeps the focus.
-    slot.textContent = err instanceof ApiError && err.status === 409 ? t("scenarios.deleteConflict") : problemText(err);
-    button.setAttribute("aria-describedby", slot.id);
-    button.focus();
-  }
-}
-
-function readScenarioForm() {
-  const props = state.models.get($("scenario-model").value)?.params?.properties ?? {};
-  const params = {};
-  let unreadable = false;
-  for (const [name, schema] of Object.entries(props)) {
-    const control = $(`param-${name}`);
-    const value = readControl(control, schema);
-    if (Number.isNaN(value)) {
-      markInvalid(control, t("err.number"));
-      unreadable = true;
-    } else if (value !== undefined) {
-      params[name] = value;
-    }
-  }
-  if (!$("scenario-name").value.trim()) {
-    markInvalid($("scenario-name"), t("err.empty"));
-    unreadable = true;
-  }
-  if (unreadable) return null;
-  return { scenario_name: $("scenario-name").value, model: $("scenario-model").value, params };
-}
-
-async function submitScenario(event) {
-  event.preventDefault();
-  const form = event.currentTarget;
-  clearErrors(form);
-  const body = readScenarioForm();
-  if (!body) {
-    focusFirstInvalid(form);
-    return;
-  }
-  const editing = state.editing;
-  try {
-    const saved = editing == null ? await api("POST", "/api/scenarios", body) : await api("PATCH", `/api/scenarios/${editing}`, body);
-    state.scenarios.set(saved.scenario_id, saved);
-    renderScenarios();
-    renderRunScenarios();
-    resetScenarioForm();
-    $("scenario-form-ok").textContent = t(editing == null ? "form.created" : "form.updated", { name: saved.scenario_name });
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 409) markInvalid($("scenario-name"), t("err.duplicateName"));
-    else showErrors(form, $("scenario-form-error"), err);
-    noteFailure(err);
-  }
-}
 
 // -- starting a run -----------------------------------------------------------------------
-
-function renderRunScenarios() {
-  const rows = [...state.scenarios.values()].sort((a, b) => a.scenario_id - b.scenario_id);
-  $("run-scenarios").replaceChildren(
-    ...rows.map((s) => {
-      const id = `run-scenario-${s.scenario_id}`;
-      const input = h("input", { type: "checkbox", id, value: s.scenario_id, checked: !state.unchecked.has(s.scenario_id) });
-      input.addEventListener("change", () => {
-        if (input.checked) state.unchecked.delete(s.scenario_id);
-        else state.unchecked.add(s.scenario_id);
-      });
-      return h("div", { class: "choice" }, input, h("label", { for: id }, s.scenario_name));
-    }),
-  );
-}
 
 function renderPrecisionTargets() {
   const box = $("precision-targets");
@@ -697,148 +479,6 @@ function renderAll() {
   renderSignIn();
 }
 
-// -- the socket, the offline state and the sign-in --------------------------------------------
-
-let socket = null;
-let attempt = 0;
-let retryTimer = null;
-
-function setConnection(name) {
-  const el = $("connection");
-  el.dataset.state = name;
-  el.dataset.i18n = `conn.${name}`;
-  el.textContent = t(`conn.${name}`);
-}
-
-/** Grey out what may be stale, and say so with the time of the last news. */
-function setOffline(offline) {
-  state.offline = offline;
-  if (offline && !state.offlineSince) state.offlineSince = new Date();
-  if (!offline) state.offlineSince = null;
-  document.body.classList.toggle("offline", offline);
-  for (const id of ["results", "live", "history"]) $(id).toggleAttribute("aria-busy", offline);
-  const banner = $("offline");
-  banner.hidden = !offline;
-  if (offline) {
-    const since = new Intl.DateTimeFormat(language(), { timeStyle: "medium" }).format(state.offlineSince);
-    setText($("offline-text"), t("offline.text", { since }));
-  }
-  renderRuns();
-  renderExperiments();
-}
-
-/** A failed call may be the first sign that the server is gone or wants a token. */
-function noteFailure(err) {
-  if (!(err instanceof ApiError)) return;
-  if (err.unreachable && !state.offline) setOffline(true);
-  if (err.status === 401) showSignIn(token() ? "signin.rejected" : "signin.needed");
-}
-
-function connect() {
-  clearTimeout(retryTimer);
-  retryTimer = null;
-  const ws = new WebSocket(socketUrl("/ws/events"));
-  socket = ws;
-  state.seq = 0;
-  let greeted = false;
-  ws.addEventListener("message", (message) => {
-    const event = JSON.parse(message.data);
-    // A gap in seq means this tab missed something: start over from a fresh snapshot.
-    if (event.seq !== state.seq + 1) {
-      ws.close(4000, "sequence gap");
-      return;
-    }
-    state.seq = event.seq;
-    performance.mark("simsvc:event", { detail: { type: event.type, runId: event.run_id ?? null, done: event.done ?? null } });
-    if (event.type === "hello") {
-      greeted = true;
-      attempt = 0;
-      setConnection("live");
-      setOffline(false);
-      signedIn();
-    }
-    handlers[event.type]?.(event);
-  });
-  ws.addEventListener("close", () => {
-    if (socket !== ws) return;
-    if (greeted) setOffline(true);
-    diagnose(greeted);
-  });
-}
-
-/** Why the socket closed: the server is gone (retry with backoff), or it wants a token. */
-async function diagnose(wasGreeted) {
-  let up = false;
-  if (!wasGreeted) {
-    try {
-      await api("GET", "/api/health");
-      up = true;
-    } catch {
-      up = false;
-    }
-  }
-  if (up) {
-    // The server answers but refused the live connection: a token is missing or wrong.
-    setConnection("signin");
-    showSignIn(token() ? "signin.rejected" : "signin.needed");
-    return;
-  }
-  setConnection("reconnecting");
-  setOffline(true);
-  // Exponential backoff with jitter, so that many tabs do not hammer a restarting server.
-  const delay = Math.min(MAX_BACKOFF_MS, FIRST_RETRY_MS * BACKOFF_FACTOR ** attempt) * (0.75 + Math.random() / 2);
-  attempt += 1;
-  retryTimer = setTimeout(connect, delay);
-}
-
-function retryNow() {
-  attempt = 0;
-  setText($("offline-text"), t("offline.retrying"));
-  connect();
-}
-
-function showSignIn(reason) {
-  const form = $("signin");
-  form.hidden = false;
-  setText($("signin-reason"), t(reason));
-  form.dataset.reason = reason;
-  if (!form.contains(document.activeElement)) $("signin-token").focus();
-}
-
-function signedIn() {
-  const form = $("signin");
-  if (!form.hidden && document.activeElement === $("signin-token")) $("results-title").focus();
-  form.hidden = true;
-  renderSignIn();
-}
-
-function renderSignIn() {
-  $("signout").hidden = !token();
-  const reason = $("signin").dataset.reason;
-  if (reason) setText($("signin-reason"), t(reason));
-}
-
-function submitSignIn(event) {
-  event.preventDefault();
-  const value = $("signin-token").value.trim();
-  if (!value) {
-    markInvalid($("signin-token"), t("err.empty"));
-    return;
-  }
-  clearErrors($("signin"));
-  setToken(value);
-  $("signin-token").value = "";
-  setText($("signin-reason"), t("signin.checking"));
-  connect();
-}
-
-function signOut() {
-  setToken(null);
-  renderSignIn();
-  socket?.close(1000, "signed out");
-  connect();
-}
-
 // -- start ----------------------------------------------------------------------------------
 
 function setUpControls() {
@@ -867,9 +507,6 @@ function setUpControls() {
     if (state.view === "all") fetchResults(null);
     renderResults();
   });
-  $("retry-now").addEventListener("click", retryNow);
-  $("signin").addEventListener("submit", submitSignIn);
-  $("signout").addEventListener("click", signOut);
 }
 
 function renderCurrencyOptions() {
@@ -893,4 +530,10 @@ setUpControls();
 setUpResultControls();
 setUpExperimentControls();
 applyStatic();
-connect();
+startConnection(
+  (event) => handlers[event.type]?.(event),
+  () => {
+    renderRuns();
+    renderExperiments();
+  },
+);

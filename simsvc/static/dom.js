@@ -49,3 +49,14 @@ export function syncKeyed(container, items, key, create, update) {
     if (container.children[i] !== node) container.insertBefore(node, container.children[i] ?? null);
   });
 }
+
+/** A number input's value: undefined when blank, NaN when the browser could not parse it. */
+export function numberValue(input) {
+  if (input.validity.badInput) return Number.NaN;
+  return input.value.trim() === "" ? undefined : Number(input.value);
+}
+
+/** Tell the page that a call failed: the connection logic decides what that means. */
+export function reportFailure(err) {
+  document.dispatchEvent(new CustomEvent("simsvc:failure", { detail: err }));
+}
