@@ -158,6 +158,9 @@ class WorkerPool:
         self.size = size
         self._closing = threading.Event()
         context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Forked from a server that has imported them: a new worker is ready at once.
+            context.set_forkserver_preload(list(preload))
         self._lanes = [_Lane(context, self._closing, preload) for _ in range(size)]
         self._idle: asyncio.Queue[_Lane] = asyncio.Queue()
         for lane in self._lanes:
