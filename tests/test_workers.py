@@ -20,8 +20,9 @@ from .holding_model import HOLDING, Held, Holder
 from .test_process import read_db
 from .test_runner import HeldBackend, RecordingSink
 
-# How long a worker may go on computing work nobody waits for (the docs say about 1 s).
-STOP_LIMIT_S = 2.0
+# How long a stopped worker may take to be gone: it is killed at once, but on a busy
+# machine a low-priority process can wait a while for the scheduler to tear it down.
+STOP_LIMIT_S = 3.0
 
 
 @pytest.fixture
