@@ -37,6 +37,8 @@ SPEED_WEIGHT = 0.5
 # A resumed run looks up what is stored this many pairs at a time.
 LOOKUP_PAIRS = 10_000
 DEFAULT_CHUNK_TIMEOUT_S = 300.0
+# How long a stopping run waits for its cancelled chunks to let go of their workers.
+ABANDON_WAIT_S = 1.0
 
 Pair = tuple[int, int]  # (unit id, replication)
 T = TypeVar("T")
@@ -212,10 +214,16 @@ class Runner:
             while in_flight:
                 await self._store_first(job, in_flight)
         finally:
-            # Chunks nobody will store: a process backend kills the workers computing them.
+            # Chunks nobody will store: a process backend kills the workers computing them
+            # as it sees the cancel. Waited for, so that a cancelled run has let go of its
+            # workers when its outcome is recorded, but never for long (a remote backend).
             for task in in_flight:
                 task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            if in_flight:
+                done, _ = await asyncio.wait(in_flight, timeout=ABANDON_WAIT_S)
+                for task in done:
+                    if not task.cancelled():
+                        task.exception()  # not stored: the run has already ended
             await chunks.aclose()
 
     def _window(self, job: Job) -> int:
