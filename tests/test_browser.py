@@ -396,7 +396,37 @@ def test_precision_targets_are_sent_only_when_filled_and_errors_land_beside_them
 COMPARE_URL = re.compile(r"/api/simulations/\d+/compare\?")
 
 
-def test_comparison_with_a_baseline_shows_when_the_server_offers_it(
+def test_comparison_with_a_baseline_shows_the_server_answer(
+    open_page: OpenPage, server: Server
+) -> None:
+    page = open_page()
+    body = {"scenario_ids": [1, 2], "replications": 20, "seed": 8}
+    run_id = server.api("POST", "/api/simulations", body).json()["run_id"]
+    done = page.locator(f'#results[data-run-id="{run_id}"][data-status="completed"]')
+    expect(done).to_have_count(1, timeout=WAIT_MS)
+    section = page.locator("#compare")
+    expect(section).to_be_visible()
+    for baseline, other in ((1, "人員1名追加"), (2, "現状シナリオ")):
+        if baseline == 2:
+            page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
+        answer = server.api("GET", f"/api/simulations/{run_id}/compare?baseline={baseline}")
+        assert answer.status_code == 200, answer.text
+        comparisons = answer.json()["comparisons"]
+        verdicts = {c["kpi"]: c["verdict"] for c in comparisons}
+        # Six pickers cost more than five and deliver more on time, clearly, in 20 pairs.
+        sign = 1 if baseline == 1 else -1
+        assert verdicts["total_labor_costs"] == ("worse" if sign > 0 else "better")
+        assert verdicts["ontime_delivery_rate"] == ("better" if sign > 0 else "worse")
+        rows = section.locator("tbody tr")
+        expect(rows).to_have_count(len(comparisons))
+        expect(rows.locator("th")).to_have_text([other] * len(comparisons))
+        shown = [c["verdict"].replace("_", " ") for c in comparisons]
+        expect(rows.locator(".verdict")).to_have_text(shown)
+    section.scroll_into_view_if_needed()
+    screenshot(page, "dashboard-comparison")
+
+
+def test_comparison_formats_differences_in_the_kpi_units(
     open_page: OpenPage, server: Server
 ) -> None:
     spec = server.api("GET", "/openapi.json").json()
@@ -432,8 +462,6 @@ def test_comparison_with_a_baseline_shows_when_the_server_offers_it(
     page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
     expect(section.locator("tbody tr").first).to_contain_text("現状シナリオ")
     assert [b for r, b in asked if r == run_id] == [1, 2]
-    section.scroll_into_view_if_needed()
-    screenshot(page, "dashboard-comparison")
 
 
 def test_comparison_stays_hidden_when_the_server_has_none(
