@@ -511,3 +511,27 @@ def test_page_reconnects_by_itself_after_a_server_restart(
     expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
     # A reconnect refreshes the data but leaves what the user was typing alone.
     expect(page.get_by_label("Scenario name")).to_have_value("入力途中")
+
+
+def test_api_docs_render_with_nothing_from_the_network(
+    browser: Browser, server: Server, console: Console
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        console.watch(page)
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        # Anything from another origin is refused, as it would be on a machine offline.
+        page.route(
+            re.compile(r"^(?!" + re.escape(server.url) + r"/|data:|blob:)"),
+            lambda route: route.abort(),
+        )
+        page.goto(f"{server.url}/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("simsvc")
+        expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    finally:
+        context.close()
+    external = [u for u in requested if not u.startswith((server.url + "/", "data:", "blob:"))]
+    assert external == []
+    assert any(u.endswith("/docs/static/swagger-ui-bundle.js") for u in requested)
