@@ -1,4 +1,4 @@
-"""The HTTP interface: the seed's flow, scenarios, ingestion, and the contract's 4xx answers."""
+"""The HTTP interface: the seed's flow, scenarios, ingestion, and the documented 4xx answers."""
 
 from __future__ import annotations
 
