@@ -161,6 +161,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def serve(args: argparse.Namespace) -> None:
     """Start the service and block until it is stopped; StartupError if it cannot start."""
+    _check_can_listen(args.host, args.port)  # before the database is created or opened
     from aiohttp import web
 
     from .web import Config, create_app, warn_if_exposed
@@ -182,18 +183,36 @@ def serve(args: argparse.Namespace) -> None:
             shutdown_timeout=config.shutdown_timeout_s,
         )
     except OSError as exc:
-        raise _bind_failure(exc, args.host, args.port) from exc
+        # Taken between the check above and the bind: the same one line.
+        reason = _bind_failure(exc, args.host, args.port)
+        if reason is None:
+            raise
+        raise StartupError(reason) from exc
 
 
-def _bind_failure(exc: OSError, host: str, port: int) -> Exception:
-    """The one-line reason a bind failed, or the error itself when it was not a bind."""
+def _check_can_listen(host: str, port: int) -> None:
+    """StartupError now, rather than after start-up, when the address cannot be bound."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as probe:
+                if os.name != "nt":  # as asyncio's create_server does
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        reason = _bind_failure(exc, host, port) or f"cannot listen on {host}:{port}: {exc}"
+        raise StartupError(reason) from exc
+
+
+def _bind_failure(exc: OSError, host: str, port: int) -> str | None:
+    """The one-line reason a bind failed, or None when the error was not about binding."""
     if isinstance(exc, socket.gaierror):
-        return StartupError(f"cannot resolve --host {host!r}: {exc.strerror}")
+        return f"cannot resolve --host {host!r}: {exc.strerror}"
     if exc.errno == errno.EADDRINUSE:
-        return StartupError(f"port {port} is in use; try --port {_next_free_port(host, port)}")
+        return f"port {port} is in use; try --port {_next_free_port(host, port)}"
     if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
-        return StartupError(f"cannot listen on {host}:{port}: {exc.strerror}")
-    return exc
+        return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
 
 
 def _next_free_port(host: str, port: int) -> int:
