@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +41,23 @@ def test_the_test_command_installs_the_pinned_set_and_fails_on_no_tests() -> Non
     installs = [line for line in script if "pip install" in line]
     assert installs
     assert all("-c constraints/test.txt" in line for line in installs), installs
-    # pytest's own exit code (5 when nothing was collected) is the script's exit code.
-    assert script[-1].startswith('"$PYTHON" -m pytest')
+
+
+@pytest.mark.skipif(os.name == "nt", reason="scripts/test is a bash script")
+@pytest.mark.parametrize(("pytest_exit", "script_exit"), [(0, 0), (1, 1), (5, 5)])
+def test_the_test_command_ends_with_pytest_exit_code(
+    tmp_path: Path, pytest_exit: int, script_exit: int
+) -> None:
+    # A stand-in python: pip, ruff and mypy succeed; pytest exits as asked (5: no tests).
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\n[ "$2" = pytest ] && exit {pytest_exit}\nexit 0\n')
+    fake.chmod(0o755)
+    (tmp_path / "chromium").symlink_to(fake)  # so that the script installs no browser
+    env = {**os.environ, "PYTHON": str(fake), "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "test")], env=env, capture_output=True, check=False
+    )
+    assert done.returncode == script_exit, done.stdout.decode() + done.stderr.decode()
 
 
 def test_every_dependency_is_pinned_for_the_tests() -> None:
