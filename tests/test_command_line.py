@@ -51,8 +51,10 @@ SKIPS_THE_EARLY_CHECK = textwrap.dedent(
 @pytest.mark.parametrize(
     "code",
     [
-        None,  # python -m simsvc: refused before the database is opened
-        SKIPS_THE_EARLY_CHECK,  # refused by the bind itself, after start-up
+        # python -m simsvc: refused before the database is opened.
+        pytest.param(None, id="early-check"),
+        # Refused by the bind itself, after start-up.
+        pytest.param(SKIPS_THE_EARLY_CHECK, id="bind-in-run-app"),
     ],
 )
 async def test_a_port_in_use_is_one_line_and_a_failure(tmp_path: Path, code: str | None) -> None:
