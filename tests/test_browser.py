@@ -506,7 +506,8 @@ def test_page_reconnects_by_itself_after_a_server_restart(
     server.stop()
     expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
     server.start()
-    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    # The page's next attempt may be up to its longest backoff (10 s, plus jitter) away.
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     server.api("POST", "/api/scenarios", {"scenario_name": "再起動後"})
     expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
     # A reconnect refreshes the data but leaves what the user was typing alone.
