@@ -127,7 +127,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "a browser; repeat, or comma-separate [SIMSVC_CORS_ORIGINS; default: "
         f"{', '.join(origins) or 'none'}]",
     )
-    parser.set_defaults(environment_origins=origins)
+    hosts = _from_environment("SIMSVC_ALLOWED_HOSTS", origin_list, "", refused)
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        type=origin_list,
+        action="extend",
+        default=None,
+        help="a host name (or address) clients reach the service by, besides loopback names "
+        "and --host; repeat, or comma-separate; '*' for any [SIMSVC_ALLOWED_HOSTS; default: "
+        f"{', '.join(hosts) or 'none'}]",
+    )
+    parser.set_defaults(environment_origins=origins, environment_hosts=hosts)
     if refused:
         parser.error(refused[0])
 
@@ -156,6 +167,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.cors_origins is None:
         args.cors_origins = args.environment_origins
+    if args.allowed_hosts is None:
+        args.allowed_hosts = args.environment_hosts
     return args
 
 
@@ -172,6 +185,7 @@ def serve(args: argparse.Namespace) -> None:
         executor=args.executor,
         token=args.token,
         cors_origins=tuple(args.cors_origins),
+        allowed_hosts=(args.host, *args.allowed_hosts),
     )
     warn_if_exposed(args.host, args.token)
     try:

@@ -536,3 +536,27 @@ def test_api_docs_render_with_nothing_from_the_network(
     external = [u for u in requested if not u.startswith((server.url + "/", "data:", "blob:"))]
     assert external == []
     assert any(u.endswith("/docs/static/swagger-ui-bundle.js") for u in requested)
+
+
+def test_api_docs_render_and_call_the_api_under_the_content_security_policy(
+    browser: Browser, server: Server, console: Console
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        console.watch(page)  # a blocked script or style shows up as a console error
+        served = page.goto(f"{server.url}/docs")
+        assert served is not None
+        assert "frame-ancestors 'none'" in served.headers["content-security-policy"]
+        # Swagger UI builds the page from its inline start-up script, allowed by its hash.
+        operation = page.locator("#operations-results-post_api_notify_completion")
+        expect(operation).to_be_visible(timeout=WAIT_MS)
+        operation.locator("button.opblock-summary-control").click()
+        page.get_by_role("button", name="Try it out").click()
+        # A change from the service's own page passes the Origin check.
+        with page.expect_response(lambda r: r.url.endswith("/api/notify-completion")) as answer:
+            page.get_by_role("button", name="Execute").click()
+        assert answer.value.status == 200, answer.value.text()
+        assert answer.value.request.all_headers().get("origin") == server.url
+    finally:
+        context.close()
