@@ -256,6 +256,36 @@ def test_precision_targets_are_sent_only_when_filled_and_errors_land_beside_them
     }
 
 
+def test_comparison_with_a_baseline_shows_the_server_answer(
+    open_page: OpenPage, server: Server
+) -> None:
+    page = open_page()
+    body = {"scenario_ids": [1, 2], "replications": 20, "seed": 8}
+    run_id = server.api("POST", "/api/simulations", body).json()["run_id"]
+    done = page.locator(f'#results[data-run-id="{run_id}"][data-status="completed"]')
+    expect(done).to_have_count(1, timeout=WAIT_MS)
+    section = page.locator("#compare")
+    expect(section).to_be_visible()
+    for baseline, other in ((1, "人員1名追加"), (2, "現状シナリオ")):
+        if baseline == 2:
+            page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
+        answer = server.api("GET", f"/api/simulations/{run_id}/compare?baseline={baseline}")
+        assert answer.status_code == 200, answer.text
+        comparisons = answer.json()["comparisons"]
+        verdicts = {c["kpi"]: c["verdict"] for c in comparisons}
+        # Six pickers cost more than five and deliver more on time, clearly, in 20 pairs.
+        sign = 1 if baseline == 1 else -1
+        assert verdicts["total_labor_costs"] == ("worse" if sign > 0 else "better")
+        assert verdicts["ontime_delivery_rate"] == ("better" if sign > 0 else "worse")
+        rows = section.locator("tbody tr")
+        expect(rows).to_have_count(len(comparisons))
+        expect(rows.locator("th")).to_have_text([other] * len(comparisons))
+        shown = [c["verdict"].replace("_", " ") for c in comparisons]
+        expect(rows.locator(".verdict")).to_have_text(shown)
+    section.scroll_into_view_if_needed()
+    screenshot(page, "dashboard-comparison")
+
+
 def test_labels_follow_the_browser_language_and_the_switch(open_page: OpenPage) -> None:
     page = open_page(locale="ja-JP")
     expect(page.locator("html")).to_have_attribute("lang", "ja")
@@ -393,6 +423,30 @@ def test_precision_run_shows_its_half_widths_against_the_targets(
     assert item.locator("progress").get_attribute("max") == "6000"
     server.api("POST", f"/api/simulations/{run_id}/cancel")
     expect(item).to_have_attribute("data-status", "cancelled")
+
+
+def test_api_docs_render_with_nothing_from_the_network(
+    browser: Browser, server: Server, console: Console
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        console.watch(page)
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        # Anything from another origin is refused, as it would be on a machine offline.
+        page.route(
+            re.compile(r"^(?!" + re.escape(server.url) + r"/|data:|blob:)"),
+            lambda route: route.abort(),
+        )
+        page.goto(f"{server.url}/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("simsvc")
+        expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    finally:
+        context.close()
+    external = [u for u in requested if not u.startswith((server.url + "/", "data:", "blob:"))]
+    assert external == []
+    assert any(u.endswith("/docs/static/swagger-ui-bundle.js") for u in requested)
 
 
 def test_api_docs_render_and_call_the_api_under_the_content_security_policy(
