@@ -66,9 +66,12 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     # After the sockets are closed, how long a shutdown waits for requests still running.
     shutdown_timeout_s: float = 3.0
+    # How a Dask executor follows its cluster: reconnects, waiting runs, their time limit.
+    cluster: sim.ClusterTimeouts = field(default_factory=sim.ClusterTimeouts)
 
 
 CONFIG = web.AppKey("config", Config)
+BACKEND = web.AppKey("backend", sim.Backend)
 DB = web.AppKey("db", db.Database)
 RUNNER = web.AppKey("runner", sim.Runner)
 MODELS = web.AppKey("models", dict[str, sim.Model])
@@ -264,6 +267,12 @@ def run_view(run: db.Run) -> dict[str, Any]:
     return view
 
 
+def waiting(app: web.Application) -> dict[str, Any]:
+    """Whether active runs wait for workers of a Dask cluster, and since when."""
+    since = app[BACKEND].waiting_since()
+    return {"waiting_for_workers": since is not None, "waiting_since": since}
+
+
 class RunEvents:
     """The runner's sink: store each batch, then tell the sockets."""
 
@@ -305,9 +314,23 @@ class RunEvents:
         began = time.monotonic()
         results = await self._app[AGGREGATES].compute(run_id)
         hub.broadcast_event(
-            "run.progress", {"run_id": run_id, "done": done, "total": total, "results": results}
+            "run.progress",
+            {
+                "run_id": run_id,
+                "done": done,
+                "total": total,
+                "results": results,
+                **waiting(self._app),
+            },
         )
         self._progress_cost[run_id] = time.monotonic() - began
+
+    async def waiting_changed(self) -> None:
+        """Tell the sockets that the running runs started or stopped waiting for workers."""
+        runner = self._app[RUNNER]
+        for run in await self._app[DB].list_runs(limit=100):
+            if run["status"] == "running" and runner.is_active(run["run_id"]):
+                await self._send_progress(run["run_id"], run["done"], run["total"])
 
     async def run_finished(
         self, run_id: int, status: str, error: str | None, stopped_because: str | None
@@ -407,6 +430,10 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     run = await request.app[DB].get_run(path_id(request, "run_id"))
     view = run_view(run)
+    if request.app[RUNNER].is_active(run["run_id"]):
+        view.update(waiting(request.app))
+    else:
+        view.update(waiting_for_workers=False, waiting_since=None)
     view["manifest"] = experiments.manifest(run)
     view["results"] = await request.app[AGGREGATES].compute(run["run_id"])
     return json_response(view)
@@ -652,7 +679,10 @@ async def delete_scenario(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": __version__})
+    executor = request.app[BACKEND].status()
+    # Still 200 when degraded: the service answers; only new computations wait.
+    status = "ok" if executor["state"] in ("ready", "connected") else "degraded"
+    return json_response({"status": status, "version": __version__, "executor": executor})
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -755,13 +785,34 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         await database.close()
 
 
-async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+async def executor_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Before the database: a service that cannot compute fails before it creates a file.
     config = app[CONFIG]
-    backend = await sim.open_backend(config.executor, config.workers)
-    app[RUNNER] = sim.Runner(backend, RunEvents(app))
+    backend = await sim.open_backend(config.executor, config.workers, config.cluster)
+    app[BACKEND] = backend
     try:
         yield
     finally:
+        await backend.close()  # a second close (after the runner's) does nothing
+
+
+async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+    events = RunEvents(app)
+    app[RUNNER] = sim.Runner(app[BACKEND], events)
+    pending: set[asyncio.Task[None]] = set()
+
+    def waiting_changed() -> None:
+        task = asyncio.create_task(events.waiting_changed())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    app[BACKEND].subscribe(waiting_changed)
+    try:
+        yield
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await app[RUNNER].close()
         interrupted = await app[DB].interrupt_active_runs()
         if interrupted:
@@ -782,6 +833,7 @@ def create_app(
     """
     config = config or Config()
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware])
+    # Loaded here, once per app: plug-ins import `simsvc.sim`, so it must not load them.
     models = dict(models) if models is not None else sim.load_models()
     app[CONFIG] = config
     app[MODELS] = models
@@ -797,7 +849,7 @@ def create_app(
     }
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")
-    app.cleanup_ctx.extend([database_ctx, runner_ctx])
+    app.cleanup_ctx.extend([executor_ctx, database_ctx, runner_ctx])
     app.on_shutdown.append(close_sockets)
     run, scenario = _ID_PATTERN % "run_id", _ID_PATTERN % "scenario_id"
     app.add_routes(
