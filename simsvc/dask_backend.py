@@ -266,9 +266,9 @@ class DaskBackend:
             return None
         return max(0.0, max(self._outage[0], began) + self._timeouts.give_up_s - time.monotonic())
 
-    async def _until_change(self, timeout: float | None) -> None:
+    async def _until_change(self, limit_s: float | None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._changed.wait(), limit_s)
 
     # -- following the cluster --------------------------------------------------------
 
@@ -314,7 +314,7 @@ class DaskBackend:
                 )
             except OSError as exc:
                 log.warning(
-                    "Dask scheduler at %s still unreachable (attempt %d: %s); next attempt in %.1f s",
+                    "Dask scheduler at %s still unreachable (attempt %d: %s); retry in %.1f s",
                     self.address,
                     attempt,
                     exc,
