@@ -45,7 +45,7 @@ class SlowModel(sim.Model):
     version = "1.0.0"
     params_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
-        "properties": {"ms": {"type": "number", "minimum": 0, "default": 0.25}},
+        "properties": {"ms": {"type": "number", "minimum": 0, "default": 0.1}},
     }
 
     def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -175,10 +175,20 @@ async def test_cancelling_a_run_queued_without_workers_leaves_no_stray_errors(
     aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
-    async with scheduler(port):
+    async with scheduler(port) as running:
+        # The only worker leaves as it is asked for a finished chunk: the service's client
+        # is then inside its gather, waiting for a worker to compute the chunk again.
+        leaving = await worker(running.address)
+
+        async def leave(*args: Any, **kwargs: Any) -> None:
+            asyncio.get_running_loop().create_task(leaving.close())
+            await asyncio.Event().wait()
+
+        leaving.handlers["get_data"] = leave
         client, backend = await service(aiohttp_client, port)
         run_id = (await start_run(client, replications=60))["run_id"]
-        await until(backend, lambda: backend.outstanding == 2)
+        await until(backend, lambda: backend.status()["state"] == "no workers")
+        await until(backend, lambda: backend.waiting_since() is not None)
         resp = await client.post(f"/api/simulations/{run_id}/cancel")
         assert (await resp.json())["status"] == "cancelled"
         await until(backend, lambda: backend.outstanding == 0)
@@ -189,12 +199,20 @@ async def test_cancelling_a_run_queued_without_workers_leaves_no_stray_errors(
 
 
 async def test_in_flight_chunks_follow_workers_joining_and_leaving(
-    aiohttp_client: AiohttpClient,
+    aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
     async with scheduler(port) as running, worker(running.address):
         client, backend = await service(aiohttp_client, port)
         await until(backend, lambda: backend.threads == 1)
+        submits: list[tuple[int, int]] = []  # (chunks already out, threads) at each submit
+        submit = backend.submit
+
+        async def counted(fn: Callable[..., Any], *args: Any) -> Any:
+            submits.append((backend.outstanding, backend.threads))
+            return await submit(fn, *args)
+
+        monkeypatch.setattr(backend, "submit", counted)
         scenario = await slow_scenario(client)
         run = await start_run(client, replications=8_000, scenario_ids=[scenario], seed=3)
         await until(backend, lambda: backend.outstanding == 2)  # two per thread
@@ -202,7 +220,10 @@ async def test_in_flight_chunks_follow_workers_joining_and_leaving(
             await until(backend, lambda: backend.threads == 3)
             await until(backend, lambda: backend.outstanding == 6)
         await until(backend, lambda: backend.threads == 1)
-        await until(backend, lambda: backend.outstanding <= 2)
+        shrunk = len(submits)
         ended = await wait_for_run(client, run["run_id"])
         await client.close()
     assert (ended["status"], ended["done"]) == ("completed", 8_000), ended["error"]
+    assert len(submits) > shrunk, "the run ended before the cluster shrank"
+    # Once one thread is left, a chunk goes out only when fewer than two are.
+    assert [(out, threads) for out, threads in submits[shrunk:] if out >= 2 * threads] == []
