@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,54 @@ def test_plugin_docs_show_the_tested_package_verbatim() -> None:
     docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
     for name in ("pyproject.toml", "simsvc_loading_dock/__init__.py"):
         assert (PLUGIN / name).read_text(encoding="utf-8").strip() in docs, name
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+        env={**os.environ, **env},
+    )
+
+
+def test_importing_a_plugin_first_imports_it_cleanly(installed_plugin: None) -> None:
+    # What a fresh Dask worker does when it unpickles a chunk of a plug-in model.
+    done = _python(
+        "import logging; logging.basicConfig()\n"
+        "import simsvc_loading_dock\n"
+        "print(simsvc_loading_dock.LoadingDock().name)"
+    )
+    assert (done.stdout.strip(), done.stderr) == ("loading_dock", "")
+
+
+BROKEN_SERVICE = """
+import asyncio, logging
+logging.basicConfig()
+from simsvc import sim
+from simsvc.web import Config, create_app
+
+async def main() -> None:
+    create_app(Config(db_path=":memory:"))
+    pool = sim.PoolBackend("process", 2)  # fresh worker processes import simsvc.sim
+    await asyncio.gather(*(pool.submit(sim.simulate_chunk, {}, 1, []) for _ in range(4)))
+    await pool.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_broken_plugin_is_reported_once(tmp_path: Path) -> None:
+    # An installed distribution whose entry point names a module that does not exist.
+    info = tmp_path / "broken_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        "[simsvc.models]\nbroken = no_such_module_for_simsvc:Model\n", encoding="utf-8"
+    )
+    done = _python(BROKEN_SERVICE, PYTHONPATH=str(tmp_path))
+    assert done.stderr.count("could not load model plug-in") == 1, done.stderr
