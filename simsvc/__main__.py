@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from .sim import ClusterTimeouts
 from .web import POOL_EXECUTORS, Config, create_app, default_workers, warn_if_exposed
 
 log = logging.getLogger("simsvc")
@@ -34,7 +35,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=executor_name,
         default=env("SIMSVC_EXECUTOR", "process"),
         help="process, thread, inline, dask-local, or dask://HOST:PORT for a Dask scheduler"
-        " (the last two need `pip install simsvc[dask]`)",
+        " (the last two need the extra: pip install '.[dask]' in the simsvc source tree)",
+    )
+    parser.add_argument(
+        "--executor-wait",
+        type=float,
+        default=float(env("SIMSVC_EXECUTOR_WAIT", "600")),
+        help="seconds a run waits for a Dask worker (or an unreachable scheduler) before it"
+        " fails; its finished replications stay stored",
     )
     parser.add_argument("--log-level", default=env("SIMSVC_LOG_LEVEL", "INFO"))
     parser.add_argument(
@@ -79,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         executor=args.executor,
         token=args.token,
         cors_origins=tuple(args.cors_origins),
+        cluster=ClusterTimeouts(give_up_s=max(0.0, args.executor_wait)),
     )
     warn_if_exposed(args.host, args.token)
     base = f"http://{args.host}:{args.port}"

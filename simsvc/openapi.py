@@ -293,6 +293,23 @@ SCENARIO: dict[str, Any] = {
 }
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
+EXECUTOR_STATUS: dict[str, Any] = {
+    "type": "object",
+    "required": ["executor", "state", "workers", "threads"],
+    "properties": {
+        "executor": {"enum": ["process", "thread", "inline", "dask"]},
+        "state": {
+            "enum": ["ready", "connected", "reconnecting", "no workers", "closed"],
+            "description": "ready: a local pool; connected, reconnecting or no workers: a"
+            " Dask cluster",
+        },
+        "workers": {"type": "integer", "description": "worker processes (pool or cluster)"},
+        "threads": {"type": "integer", "description": "replications computed at once"},
+        "since": {"type": "string", "format": "date-time", "description": "when `state` began"},
+        "scheduler": {"type": "string", "description": "the Dask scheduler's address"},
+    },
+}
+
 RUN: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -324,6 +341,12 @@ RUN: dict[str, Any] = {
         "started_at": _TIME,
         "finished_at": _TIME,
         "error": {"type": ["string", "null"]},
+        "waiting_for_workers": {
+            "type": "boolean",
+            "description": "the run is running but its Dask cluster has no worker (or no"
+            " scheduler); it fails after --executor-wait seconds of this",
+        },
+        "waiting_since": {**_TIME, "description": "since when the run has had no worker"},
         "stopped_because": {
             "enum": ["precision_met", "max_replications", None],
             "description": "why a run with `precision` stopped",
@@ -526,8 +549,13 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                         {
                             "type": "object",
                             "properties": {
-                                "status": {"const": "ok"},
+                                "status": {
+                                    "enum": ["ok", "degraded"],
+                                    "description": "degraded: the executor cannot compute"
+                                    " now (no Dask scheduler or no worker); runs wait",
+                                },
                                 "version": {"type": "string"},
+                                "executor": EXECUTOR_STATUS,
                             },
                         }
                     )
