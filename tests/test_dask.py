@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from distributed import LocalCluster
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from distributed import LocalCluster
 
 import simsvc
 from simsvc import StartupError
@@ -136,5 +136,6 @@ async def test_missing_dask_extra_fails_start_up_with_the_install_hint(
     database = tmp_path / "simsvc.db"
     raised = await failed_start_up(create_app(Config(db_path=str(database), executor=executor)))
     message = str(raised.value)
-    assert "pip install '.[dask]'" in message and "\n" not in message
+    assert "pip install '.[dask]'" in message
+    assert "\n" not in message
     assert not database.exists()
