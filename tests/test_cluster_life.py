@@ -153,7 +153,7 @@ async def test_a_run_without_workers_says_so_then_fails_after_the_limit(
         )
         async with client.ws_connect("/ws/events") as ws, asyncio.timeout(30):
             run_id = (await start_run(client, replications=6))["run_id"]
-            event = await _events_until(ws, run_id, lambda e: e.get("waiting_for_workers"))
+            event = await _events_until(ws, run_id, lambda e: e.get("waiting_for_workers") is True)
             assert event["type"] == "run.progress"
             assert event["waiting_since"].endswith("Z")
             view = await (await client.get(f"/api/simulations/{run_id}")).json()
