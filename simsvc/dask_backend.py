@@ -205,20 +205,31 @@ class DaskBackend:
         computing = asyncio.ensure_future(_outcome(future))
         giving_up = asyncio.ensure_future(self._give_up(began))
         try:
-            await asyncio.wait({computing, giving_up}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {computing, giving_up}, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             giving_up.cancel()
             if not computing.done():
-                computing.cancel()
-                await self._forget(client, future)
-        if not computing.done() or computing.cancelled():
-            raise giving_up.result()
-        return computing.result()
+                await self._forget(client, future, computing)
+        if computing in done:
+            return computing.result()
+        raise giving_up.result()
 
-    async def _forget(self, client: Client, future: Future[Any]) -> None:
-        """Take a chunk off the cluster, whatever state the client is in."""
+    async def _forget(
+        self, client: Client, future: Future[Any], computing: asyncio.Task[Any]
+    ) -> None:
+        """Take a chunk off the cluster, whatever state the client is in.
+
+        The chunk is cancelled first and its waiter then ends by itself: cutting the waiter
+        short inside the client's gather would orphan the gather's helper tasks, which then
+        log "Task exception was never retrieved".
+        """
         with contextlib.suppress(Exception):
             await asyncio.shield(client.cancel([future]))
+        await asyncio.wait({computing}, timeout=self._timeouts.connect_s)
+        computing.cancel()
+        computing.add_done_callback(_retrieve)
 
     def _lost(self, client: Client, exc: Exception) -> bool:
         if isinstance(exc, FutureCancelledError) and exc.reason == "scheduler-connection-lost":
@@ -387,3 +398,8 @@ class DaskBackend:
 
 async def _outcome(future: Future[Any]) -> Any:
     return await future
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # read, so that an abandoned waiter's error is not logged
