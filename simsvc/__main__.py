@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--executor-wait",
         type=float,
-        default=float(env("SIMSVC_EXECUTOR_WAIT", "600")),
+        default=float(env("SIMSVC_EXECUTOR_WAIT", "120")),
         help="seconds a run waits for a Dask worker (or an unreachable scheduler) before it"
         " fails; its finished replications stay stored",
     )
