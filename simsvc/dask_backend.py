@@ -99,9 +99,10 @@ class DaskBackend:
             try:
                 client = await Client(address, asynchronous=True, timeout=timeouts.connect_s)
             except OSError as exc:
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise StartupError(
                     f"cannot reach the Dask scheduler at {address} within "
-                    f"{timeouts.connect_s:g} s ({exc}); start `dask scheduler` there first"
+                    f"{timeouts.connect_s:g} s ({reason}); start `dask scheduler` there first"
                 ) from None
             backend = cls(client, timeouts, address)
         await backend._refresh()
@@ -203,6 +204,8 @@ class DaskBackend:
     async def _result(self, client: Client, future: Future[Any], began: float) -> Any:
         """The chunk's rows, unless the run has waited too long for the cluster."""
         computing = asyncio.ensure_future(_outcome(future))
+        # Read on every path: a chunk abandoned by a cancel must not log its error.
+        computing.add_done_callback(_retrieve)
         giving_up = asyncio.ensure_future(self._give_up(began))
         try:
             done, _ = await asyncio.wait(
@@ -229,7 +232,6 @@ class DaskBackend:
             await asyncio.shield(client.cancel([future]))
         await asyncio.wait({computing}, timeout=self._timeouts.connect_s)
         computing.cancel()
-        computing.add_done_callback(_retrieve)
 
     def _lost(self, client: Client, exc: Exception) -> bool:
         if isinstance(exc, FutureCancelledError) and exc.reason == "scheduler-connection-lost":
@@ -359,7 +361,7 @@ class DaskBackend:
         elif self._outage is not None:
             reported = self._reported
             self._outage, self._reported = None, False
-            if reported:
+            if reported and state == "connected":
                 log.warning("the Dask cluster can compute again (%d threads)", self.threads)
                 self._announce()
         self._notify()

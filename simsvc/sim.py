@@ -527,9 +527,10 @@ async def open_backend(
     try:
         from . import dask_backend  # an optional extra: imported only when asked for
     except ImportError as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise StartupError(
-            f"--executor {executor} needs Dask ({exc}); install the extra from the simsvc"
-            " source tree: pip install '.[dask]'"
+            f"--executor {executor} needs Dask ({reason}); install the extra from the"
+            " simsvc source tree: pip install '.[dask]'"
         ) from None
     return await dask_backend.DaskBackend.open(executor, workers, timeouts or ClusterTimeouts())
 
