@@ -25,11 +25,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from distributed import Client, Future, LocalCluster
+import dask
+from distributed import Client, Future, LocalCluster, WorkerPlugin
 from distributed.client import FutureCancelledError
 
 from . import StartupError
-from .sim import ClusterTimeouts, ExecutorState, ExecutorStatus
+from .sim import ClusterTimeouts, ExecutorState, ExecutorStatus, lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ def _iso(wall: float) -> str:
     return (
         datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
+
+
+class LowerPriority(WorkerPlugin):
+    """Runs each `dask-local` worker at the process pool's lower priority."""
+
+    def setup(self, worker: Any) -> None:
+        lower_priority()
 
 
 class DaskBackend:
@@ -122,16 +130,20 @@ class DaskBackend:
         # One thread per worker process: the models hold the GIL. The scheduler's HTTP
         # server (which LocalCluster starts even without the dashboard) gets a free
         # loopback port instead of 8787, and serves no dashboard.
-        cluster = await LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"dashboard": False},
-            asynchronous=True,
-        )
+        # On the service's own machine the workers yield the CPU to its event loop, as the
+        # process pool's do, and skip the statistical profiler nobody reads here.
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = await LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": False},
+                asynchronous=True,
+            )
         client = await Client(cluster, asynchronous=True)
+        await client.register_plugin(LowerPriority(), name="simsvc-lower-priority")
         return cls(client, timeouts, cluster.scheduler_address, cluster)
 
     async def close(self) -> None:

@@ -459,7 +459,7 @@ class PoolBackend:
             return concurrent.futures.ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context(method),
-                initializer=_lower_priority,
+                initializer=lower_priority,
             )
         if self.kind == "thread":
             return concurrent.futures.ThreadPoolExecutor(self.workers, "simsvc-sim")
@@ -499,7 +499,7 @@ class PoolBackend:
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Make a worker process yield the CPU to the service's event loop when both want it.
 
     Replications are batch work; the event loop answers requests and feeds the sockets,
