@@ -19,7 +19,11 @@ PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A command line in a page: indented or after a `$ ` prompt, possibly after `&&`.
-COMMAND = re.compile(r"^(?:\s{4,}|\$ )(?:.*&& )?(?P<cmd>(?:pip|python|dask) .*)$", re.M)
+# Environment settings and `nice` before it are not part of the command.
+COMMAND = re.compile(
+    r"^(?:\s{4,}|\$ )(?:.*&& )?(?:[A-Z_]+=\S+ )*(?:nice -n \d+ )?(?P<cmd>(?:pip|python|dask) .*)$",
+    re.M,
+)
 
 
 def commands(program: str) -> list[tuple[str, list[str]]]:
@@ -74,7 +78,9 @@ def test_documented_service_command_lines_parse(page: str, argv: list[str]) -> N
 
 def test_documented_dask_command_lines_use_real_flags() -> None:
     clis = {"scheduler": dask_scheduler.main, "worker": dask_worker.main}
-    for page, argv in commands("dask scheduler") + commands("dask worker"):
+    documented = commands("dask scheduler") + commands("dask worker")
+    assert len(documented) >= 3  # scheduler, worker, and the worker beside the service
+    for page, argv in documented:
         command = clis[argv[1]]
         usage = command.get_help(click.Context(command))
         for flag in (a for a in argv[2:] if a.startswith("--")):
