@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,7 +31,8 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin
 from distributed.client import FutureCancelledError
 
 from . import StartupError
-from .sim import ClusterTimeouts, ExecutorState, ExecutorStatus, lower_priority
+from .sim import ClusterTimeouts, ExecutorState, ExecutorStatus
+from .workers import WORKER_NICENESS
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,9 @@ class LowerPriority(WorkerPlugin):
     """Runs each `dask-local` worker at the process pool's lower priority."""
 
     def setup(self, worker: Any) -> None:
-        lower_priority()
+        # Replications are batch work; the service's event loop should not wait for a core.
+        if hasattr(os, "nice"):  # POSIX only
+            os.nice(WORKER_NICENESS)
 
 
 class DaskBackend:
