@@ -279,6 +279,13 @@ AGGREGATE: dict[str, Any] = {
     },
 }
 
+SAVE_POINT_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scenario_name"],
+    "properties": {"scenario_name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}},
+}
+
 SCENARIO: dict[str, Any] = {
     "type": "object",
     "required": ["scenario_id", "scenario_name", "model", "params"],

@@ -70,12 +70,12 @@ class Constants:
 
 def eta_first_exit(beta: float, n0: int) -> float:
     """Solves (1/2)(1 + 2 eta)^(-(n0-1)/2) = beta: Fabian's bound for a triangular region."""
-    return 0.5 * ((2.0 * beta) ** (-2.0 / (n0 - 1)) - 1.0)
+    return 0.5 * (math.pow(2.0 * beta, -2.0 / (n0 - 1)) - 1.0)
 
 
 def eta_any_crossing(beta: float, n0: int) -> float:
     """Solves (1 + 2 eta)^(-(n0-1)/2) = beta: the bound for ever crossing one line."""
-    return 0.5 * (beta ** (-2.0 / (n0 - 1)) - 1.0)
+    return 0.5 * (math.pow(beta, -2.0 / (n0 - 1)) - 1.0)
 
 
 def constants(problem: Problem, k: int) -> Constants:

@@ -20,7 +20,18 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import __version__, analysis, db, experiments, security, sim, stats
+from . import (
+    __version__,
+    analysis,
+    db,
+    experiment_request,
+    experiment_view,
+    experiments,
+    explore,
+    security,
+    sim,
+    stats,
+)
 from .hub import Hub, encode_event_fragment
 from .openapi import (
     COMPARE_QUERY,
@@ -33,6 +44,7 @@ from .openapi import (
     MAX_WS_MESSAGE_BYTES,
     RUN_REQUEST,
     SCENARIO_CREATE,
+    SAVE_POINT_REQUEST,
     SCENARIO_PATCH,
     SELECT_QUERY,
     build_spec,
@@ -78,6 +90,7 @@ AGGREGATES = web.AppKey("aggregates", stats.AggregateCache)
 CHECKERS = web.AppKey("checkers", dict[str, Checker])
 SPEC = web.AppKey("spec", dict[str, Any])
 PARAMS = web.AppKey("params", sim.ParamsChecker)
+EXPLORER = web.AppKey("explorer", explore.Explorer)
 
 
 class BadRequest(Exception):
@@ -559,6 +572,108 @@ async def select_best(request: web.Request) -> web.Response:
     return json_response({"run_id": run["run_id"], **selection})
 
 
+# -- experiments over a parameter space -----------------------------------------------
+
+
+def _experiment_location(experiment: db.Experiment) -> dict[str, str]:
+    return {"Location": f"/api/experiments/{experiment['experiment_id']}"}
+
+
+async def _experiment_view(app: web.Application, experiment: db.Experiment) -> dict[str, Any]:
+    database, eid = app[DB], experiment["experiment_id"]
+    points = await database.experiment_points(eid)
+    point_stats = await database.experiment_stats(eid)
+    model = app[MODELS].get(experiment["model"])
+    problem = None if model is None else experiment_request.problem_of(experiment["request"], model)
+    views = experiment_view.point_views(points, point_stats, experiment["outcome"])
+    return experiment_view.experiment_view(experiment, problem, views)
+
+
+async def start_experiment(request: web.Request) -> web.Response:
+    app = request.app
+    body = await read_json(request, app[CHECKERS]["experiment"])
+    seed = int(body["seed"]) if "seed" in body else secrets.randbelow(2**31)
+    experiment = await app[EXPLORER].create(body, seed)
+    view = explore.summary(experiment)
+    return json_response(view, status=202, headers=_experiment_location(experiment))
+
+
+async def list_experiments(request: web.Request) -> web.Response:
+    experiments_ = await request.app[DB].list_experiments()
+    return json_response([explore.summary(e) for e in experiments_])
+
+
+async def get_experiment(request: web.Request) -> web.Response:
+    experiment = await request.app[DB].get_experiment(path_id(request, "experiment_id"))
+    view = await _experiment_view(request.app, experiment)
+    return await asyncio.to_thread(json_response, view)
+
+
+async def cancel_experiment(request: web.Request) -> web.Response:
+    experiment = await request.app[EXPLORER].cancel(path_id(request, "experiment_id"))
+    return json_response(explore.summary(experiment))
+
+
+async def resume_experiment(request: web.Request) -> web.Response:
+    experiment = await request.app[EXPLORER].resume(path_id(request, "experiment_id"))
+    return json_response(
+        explore.summary(experiment), status=202, headers=_experiment_location(experiment)
+    )
+
+
+async def experiment_results(request: web.Request) -> web.StreamResponse:
+    """Every replication, the point's params as columns; streamed a batch at a time."""
+    app, eid = request.app, path_id(request, "experiment_id")
+    fmt = request.query.get("format")
+    if fmt not in (None, "json", "csv"):
+        raise BadRequest("format must be json or csv")
+    experiment = await app[DB].get_experiment(eid)
+    points = await app[DB].experiment_points(eid)
+    model = app[MODELS].get(experiment["model"])
+    metrics = [o for o in model.outputs if o not in sim.HEADLINE_KPIS] if model else []
+    wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("Accept", ""))
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/csv; charset=utf-8" if wants_csv else "application/json"}
+    )
+    if wants_csv:
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="experiment-{eid}-results.csv"'
+        )
+    await response.prepare(request)
+    columns = experiment_view.result_columns(points, metrics)
+    first = True
+    await response.write(b"" if wants_csv else b"[")
+    async for rows in app[DB].experiment_rows(eid):
+        flat = experiment_view.flat_rows(rows, points, experiment["seed"])
+        if wants_csv:
+            text = experiment_view.csv_lines(flat, columns, header=first)
+        else:
+            text = ("" if first else ",") + json.dumps(flat, ensure_ascii=False)[1:-1]
+        first = False
+        await response.write(text.encode("utf-8"))
+    if wants_csv and first:
+        await response.write(experiment_view.csv_lines([], columns, header=True).encode())
+    await response.write(b"" if wants_csv else b"]")
+    await response.write_eof()
+    return response
+
+
+async def save_point(request: web.Request) -> web.Response:
+    """Store one point of an experiment as a named scenario."""
+    app = request.app
+    eid, pid = path_id(request, "experiment_id"), path_id(request, "point_id")
+    experiment = await app[DB].get_experiment(eid)
+    params = await app[DB].experiment_point(eid, pid)
+    body = await read_json(request, app[CHECKERS]["save_point"])
+    scenario = await app[DB].create_scenario(
+        body["scenario_name"], experiment["model"], params, limit=MAX_SCENARIOS
+    )
+    _scenario_event(app, "created", scenario["scenario_id"], scenario)
+    return json_response(
+        scenario, status=201, headers={"Location": f"/api/scenarios/{scenario['scenario_id']}"}
+    )
+
+
 # -- results --------------------------------------------------------------------------
 
 
@@ -768,6 +883,25 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("runs %s interrupted by shutdown", interrupted)
 
 
+async def explorer_ctx(app: web.Application) -> AsyncIterator[None]:
+    database = app[DB]
+    interrupted = await database.interrupt_active_experiments()
+    if interrupted:
+        log.warning("experiments %s were left unfinished: now interrupted", interrupted)
+    hub = app[EVENTS_HUB]
+    models: dict[str, sim.Model] = app[MODELS]
+    app[EXPLORER] = explore.Explorer(
+        database, app[RUNNER].backend, models, app[PARAMS], hub.broadcast_event
+    )
+    try:
+        yield
+    finally:
+        await app[EXPLORER].close()
+        interrupted = await database.interrupt_active_experiments()
+        if interrupted:
+            log.warning("experiments %s interrupted by shutdown", interrupted)
+
+
 async def close_sockets(app: web.Application) -> None:
     await asyncio.gather(app[RESULTS_HUB].close_all(), app[EVENTS_HUB].close_all())
 
@@ -793,13 +927,16 @@ def create_app(
         "scenario_patch": Checker(SCENARIO_PATCH),
         "ingest": Checker(INGEST_REQUEST),
         "extend": Checker(EXTEND_REQUEST),
+        "experiment": Checker(experiment_request.EXPERIMENT_REQUEST),
+        "save_point": Checker(SAVE_POINT_REQUEST),
         **{name: Checker(schema) for name, schema in QUERIES.items()},
     }
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")
-    app.cleanup_ctx.extend([database_ctx, runner_ctx])
+    app.cleanup_ctx.extend([database_ctx, runner_ctx, explorer_ctx])
     app.on_shutdown.append(close_sockets)
     run, scenario = _ID_PATTERN % "run_id", _ID_PATTERN % "scenario_id"
+    experiment, point = _ID_PATTERN % "experiment_id", _ID_PATTERN % "point_id"
     app.add_routes(
         [
             web.get("/", index),
@@ -824,6 +961,13 @@ def create_app(
                 f"/api/simulations/{run}/replications/{scenario}/{_ID_PATTERN % 'replication'}",
                 replay_replication,
             ),
+            web.get("/api/experiments", list_experiments),
+            web.post("/api/experiments", start_experiment),
+            web.get(f"/api/experiments/{experiment}", get_experiment),
+            web.post(f"/api/experiments/{experiment}/cancel", cancel_experiment),
+            web.post(f"/api/experiments/{experiment}/resume", resume_experiment),
+            web.get(f"/api/experiments/{experiment}/results", experiment_results),
+            web.post(f"/api/experiments/{experiment}/points/{point}/scenario", save_point),
             web.get("/api/results", get_results),
             web.post("/api/results", ingest_results),
             web.post("/api/notify-completion", notify_completion),
