@@ -704,7 +704,6 @@ class Database:
             ],
         )
 
-
     # -- experiments over a parameter space -------------------------------------------
 
     async def create_experiment(
@@ -883,8 +882,8 @@ class Database:
         while True:
             rows = await self._all(
                 "SELECT point_id, replication, total_labor_costs, ontime_delivery_rate, metrics"
-                " FROM experiment_results WHERE experiment_id = ? AND (replication, point_id) > (?, ?)"
-                " ORDER BY replication, point_id LIMIT ?",
+                " FROM experiment_results WHERE experiment_id = ?"
+                " AND (replication, point_id) > (?, ?) ORDER BY replication, point_id LIMIT ?",
                 (experiment_id, offset[0], offset[1], batch_rows),
             )
             if not rows:
@@ -945,6 +944,7 @@ class Database:
                 for kpi, m in per_kpi.items()
             ],
         )
+
 
 class _Transaction:
     """`async with db._transaction() as conn`: BEGIN IMMEDIATE ... COMMIT under the lock."""

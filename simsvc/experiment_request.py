@@ -146,24 +146,37 @@ def parse_plan(
         points = design_points(space, design, body.get("points"), seed, limit)
         replications = int(body.get("replications", 10))
         _bounded("replications", len(points) * replications, f"{len(points)} points x ")
-        return Plan("sweep", model, seed, points, list(varied(space)), replications,
-                    len(points) * replications, None)
+        return Plan(
+            "sweep",
+            model,
+            seed,
+            points,
+            list(varied(space)),
+            replications,
+            len(points) * replications,
+            None,
+        )
     problem = _problem(body, model)
     points = design_points(space, "grid", None, seed, MAX_OPTIMIZE_POINTS)
     budget = int(body.get("max_replications", 100_000))
     first = len(points) * problem.first_stage
     if budget < first:
-        message = (f"{budget} cannot pay for the first stage: {len(points)} points x "
-                   f"{problem.first_stage} replications = {first}")
+        message = (
+            f"{budget} cannot pay for the first stage: {len(points)} points x "
+            f"{problem.first_stage} replications = {first}"
+        )
         raise InvalidInput([FieldError(field="max_replications", message=message)])
-    return Plan("optimize", model, seed, points, list(varied(space)), problem.first_stage,
-                budget, problem)
+    return Plan(
+        "optimize", model, seed, points, list(varied(space)), problem.first_stage, budget, problem
+    )
 
 
 def _model(models: Mapping[str, Model], name: str) -> Model:
     if name not in models:
         known = ", ".join(sorted(models))
-        raise InvalidInput([FieldError(field="model", message=f"unknown model {name!r}; known: {known}")])
+        raise InvalidInput(
+            [FieldError(field="model", message=f"unknown model {name!r}; known: {known}")]
+        )
     return models[name]
 
 
@@ -182,8 +195,10 @@ def _kind_fields(body: Mapping[str, Any]) -> None:
 
 def _bounded(field: str, work: int, what: str) -> None:
     if work > MAX_EXPERIMENT_REPLICATIONS:
-        message = (f"{what}replications = {work} replications, over the limit of "
-                   f"{MAX_EXPERIMENT_REPLICATIONS} per experiment")
+        message = (
+            f"{what}replications = {work} replications, over the limit of "
+            f"{MAX_EXPERIMENT_REPLICATIONS} per experiment"
+        )
         raise InvalidInput([FieldError(field=field, message=message)])
 
 
@@ -202,15 +217,21 @@ def _problem(body: Mapping[str, Any], model: Model) -> Problem:
     if kpi not in outputs:
         errors.append(_unknown_kpi("objective.kpi", kpi, model))
     elif direction is None:
-        errors.append(FieldError(field="objective.direction",
-                                 message=f"{kpi} has no direction of its own: give min or max"))
+        errors.append(
+            FieldError(
+                field="objective.direction",
+                message=f"{kpi} has no direction of its own: give min or max",
+            )
+        )
     for i, c in enumerate(body.get("constraints", [])):
         if c["kpi"] not in outputs:
             errors.append(_unknown_kpi(f"constraints[{i}].kpi", c["kpi"], model))
     indifference = body.get("indifference", {})
     named = [kpi, *(c["kpi"] for c in body.get("constraints", []))]
     errors += [
-        FieldError(field=f"indifference.{k}", message=f"{k} is neither the objective nor constrained")
+        FieldError(
+            field=f"indifference.{k}", message=f"{k} is neither the objective nor constrained"
+        )
         for k in indifference
         if k not in named
     ]
@@ -225,8 +246,14 @@ def _problem(body: Mapping[str, Any], model: Model) -> Problem:
         Constraint(c["kpi"], c["op"], float(c["value"]), float(indifference[c["kpi"]]))
         for c in body.get("constraints", [])
     )
-    return Problem(kpi, direction, float(indifference[kpi]), constraints,
-                   float(body.get("confidence", 0.95)), int(body.get("first_stage", 10)))
+    return Problem(
+        kpi,
+        direction,
+        float(indifference[kpi]),
+        constraints,
+        float(body.get("confidence", 0.95)),
+        int(body.get("first_stage", 10)),
+    )
 
 
 def _unknown_kpi(field: str, kpi: str, model: Model) -> FieldError:

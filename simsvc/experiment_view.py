@@ -80,24 +80,32 @@ def statement(
     conf = f"{problem.confidence:.4g}".rstrip("0")
     if stopped != "decided":
         if point is None:
-            return (f"The budget of {used} replications ran out before a decision, and no "
-                    "point's estimated means meet every constraint. This carries no guarantee.")
-        return (f"The budget ran out after {used} replications before a decision. Point "
-                f"{point['point_id']} ({_params(point)}) is the best estimate: its estimated "
-                f"means meet every constraint ({_constraints_text(problem, point)}) with the best "
-                f"{problem.objective} ({_estimate(point, problem.objective)}). This carries no "
-                "guarantee: it may miss a constraint or be beaten by another point.")
+            return (
+                f"The budget of {used} replications ran out before a decision, and no "
+                "point's estimated means meet every constraint. This carries no guarantee."
+            )
+        return (
+            f"The budget ran out after {used} replications before a decision. Point "
+            f"{point['point_id']} ({_params(point)}) is the best estimate: its estimated "
+            f"means meet every constraint ({_constraints_text(problem, point)}) with the best "
+            f"{problem.objective} ({_estimate(point, problem.objective)}). This carries no "
+            "guarantee: it may miss a constraint or be beaten by another point."
+        )
     if point is None:
-        return (f"With probability at least {conf}, no point of the space meets every "
-                f"constraint by its indifference amount ({_bounds(problem)}); "
-                f"{used} replications were used.")
+        return (
+            f"With probability at least {conf}, no point of the space meets every "
+            f"constraint by its indifference amount ({_bounds(problem)}); "
+            f"{used} replications were used."
+        )
     better = "lower" if problem.direction == "min" else "higher"
-    return (f"With probability at least {conf}: point {point['point_id']} ({_params(point)}) "
-            f"meets every constraint up to its indifference amount "
-            f"({_constraints_text(problem, point)}), and no point that meets every constraint by "
-            f"at least its indifference amount has a {better} {problem.objective} by more than "
-            f"{problem.indifference:g} (this point: {_estimate(point, problem.objective)}). "
-            f"{used} replications were used.")
+    return (
+        f"With probability at least {conf}: point {point['point_id']} ({_params(point)}) "
+        f"meets every constraint up to its indifference amount "
+        f"({_constraints_text(problem, point)}), and no point that meets every constraint by "
+        f"at least its indifference amount has a {better} {problem.objective} by more than "
+        f"{problem.indifference:g} (this point: {_estimate(point, problem.objective)}). "
+        f"{used} replications were used."
+    )
 
 
 def _params(point: Mapping[str, Any]) -> str:
@@ -156,8 +164,15 @@ def pareto_fronts(problem: Problem, points: list[dict[str, Any]]) -> dict[str, l
 
 def result_columns(points: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
     params = list(dict.fromkeys(k for p in points[:1] for k in p))
-    return ["point_id", "replication", "seed", *params, "total_labor_costs",
-            "ontime_delivery_rate", *metrics]
+    return [
+        "point_id",
+        "replication",
+        "seed",
+        *params,
+        "total_labor_costs",
+        "ontime_delivery_rate",
+        *metrics,
+    ]
 
 
 def flat_rows(

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -90,7 +90,8 @@ def outcome(procedure: Procedure) -> dict[str, Any]:
 class _Active:
     task: asyncio.Task[None]
     cancel_requested: bool = False
-    last_progress: float = field(default=0.0)
+    last_progress: float = 0.0
+    best: dict[str, Any] | None = None  # the leader so far, for progress events
 
 
 class Explorer:
@@ -179,8 +180,10 @@ class Explorer:
         procedure = procedure_for(plan)
         try:
             started = await self._db.set_experiment_status(experiment_id, "running")
-            self._publish("experiment.started", {"experiment_id": experiment_id,
-                                                 "experiment": summary(started)})
+            self._publish(
+                "experiment.started",
+                {"experiment_id": experiment_id, "experiment": summary(started)},
+            )
             await self._batches(experiment_id, plan, procedure)
         except asyncio.CancelledError:
             active = self._active.get(experiment_id)
@@ -204,6 +207,7 @@ class Explorer:
             if values is not None:
                 procedure.observe(batch, values.arrays)
                 await self._db.set_experiment_outcome(experiment_id, outcome(procedure))
+                self._report_leader(experiment_id, plan, procedure)
 
     async def _stored_values(
         self, experiment_id: int, plan: Plan
@@ -261,14 +265,29 @@ class Explorer:
                 values.add(rows)
             self._progress(experiment_id, used)
 
-    def _progress(self, experiment_id: int, used: int) -> None:
+    def _report_leader(self, experiment_id: int, plan: Plan, procedure: Procedure) -> None:
+        active = self._active.get(experiment_id)
+        leader = procedure.leader() if isinstance(procedure, Sequential) else None
+        if active is None or leader is None:
+            return
+        assert isinstance(procedure, Sequential)
+        active.best = {
+            "point_id": leader + 1,
+            "params": plan.points[leader],
+            "feasible": procedure.feasibility()[leader],
+        }
+        self._progress(experiment_id, procedure.used, force=True)
+
+    def _progress(self, experiment_id: int, used: int, force: bool = False) -> None:
         active = self._active.get(experiment_id)
         now = time.monotonic()
-        if active is None or now - active.last_progress < PROGRESS_INTERVAL_S:
+        if active is None or (not force and now - active.last_progress < PROGRESS_INTERVAL_S):
             return
         active.last_progress = now
-        self._publish("experiment.progress",
-                      {"experiment_id": experiment_id, "replications_used": used})
+        self._publish(
+            "experiment.progress",
+            {"experiment_id": experiment_id, "replications_used": used, "best": active.best},
+        )
 
     async def _finish(
         self, experiment_id: int, status: str, procedure: Procedure, error: str | None
@@ -283,10 +302,16 @@ class Explorer:
                 outcome=state or None,
             )
         )
-        self._publish(f"experiment.{status}",
-                      {"experiment_id": experiment_id, "experiment": summary(experiment)})
-        log.info("experiment %d %s (%d replications)", experiment_id, status,
-                 experiment["replications_used"])
+        self._publish(
+            f"experiment.{status}",
+            {"experiment_id": experiment_id, "experiment": summary(experiment)},
+        )
+        log.info(
+            "experiment %d %s (%d replications)",
+            experiment_id,
+            status,
+            experiment["replications_used"],
+        )
 
 
 class _BatchValues:
@@ -348,7 +373,19 @@ def _as_result(row: db.ExperimentRow) -> db.ResultRow:
 
 def summary(experiment: db.Experiment) -> dict[str, Any]:
     """An experiment without its points, as lists and events show it."""
-    keep = ("experiment_id", "kind", "status", "model", "model_version", "seed",
-            "point_count", "replications_used", "stopped_because", "error",
-            "created_at", "started_at", "finished_at")
+    keep = (
+        "experiment_id",
+        "kind",
+        "status",
+        "model",
+        "model_version",
+        "seed",
+        "point_count",
+        "replications_used",
+        "stopped_because",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
     return {k: experiment[k] for k in keep}  # type: ignore[literal-required]

@@ -283,7 +283,9 @@ SAVE_POINT_REQUEST: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["scenario_name"],
-    "properties": {"scenario_name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}},
+    "properties": {
+        "scenario_name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+    },
 }
 
 SCENARIO: dict[str, Any] = {

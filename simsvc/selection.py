@@ -167,7 +167,9 @@ class Sequential:
         counts = [0.0]
         if self.consts.h2_selection and alive.sum() > 1:
             pair = self._s2_pair[np.ix_(alive, alive)]
-            counts.append(self.consts.h2_selection * float(pair.max()) / self.problem.indifference**2)
+            counts.append(
+                self.consts.h2_selection * float(pair.max()) / self.problem.indifference**2
+            )
         undecided = alive & (self.status == UNDECIDED)
         if undecided.any():
             ratio = (self._s2_con[undecided] / self._tol**2)[self.open[undecided]]
@@ -245,6 +247,14 @@ class Sequential:
         self.alive[alive[lost]] = False
 
     # -- the answer -------------------------------------------------------------------
+
+    def leader(self) -> int | None:
+        """The point in contention with the best objective mean so far, feasible ones first."""
+        if self.r == 0 or not self.alive.any():
+            return None
+        means = self._sign * self._obj_sum / self.r  # larger is better for every direction
+        rank = np.where(self.alive, means + np.where(self.status == FEASIBLE, np.inf, 0.0), -np.inf)
+        return int(np.argmax(rank))
 
     def feasibility(self) -> list[bool | None]:
         return [None if s == UNDECIDED else bool(s == FEASIBLE) for s in self.status]

@@ -52,13 +52,16 @@ class Factor:
         """How many settings a grid takes from this factor, without listing them."""
         if self.values is not None:
             return len(self.values)
-        assert self.low is not None and self.high is not None and self.step is not None
+        assert self.low is not None
+        assert self.high is not None
+        assert self.step is not None
         return math.floor((self.high - self.low) / self.step + 1e-9) + 1
 
     def levels(self) -> list[Any]:
         if self.values is not None:
             return list(self.values)
-        assert self.low is not None and self.step is not None
+        assert self.low is not None
+        assert self.step is not None
         return [self._cast(self.low + i * self.step) for i in range(self.count())]
 
     def at(self, u: float) -> Any:
@@ -66,7 +69,8 @@ class Factor:
         if self.finite:
             levels = self.levels()
             return levels[min(int(u * len(levels)), len(levels) - 1)]
-        assert self.low is not None and self.high is not None
+        assert self.low is not None
+        assert self.high is not None
         if self.integer:
             span = int(self.high) - int(self.low) + 1
             return int(self.low) + min(int(u * span), span - 1)
@@ -74,7 +78,7 @@ class Factor:
 
     def _cast(self, value: float) -> Any:
         # Rounded so that 0.1-steps give 0.3, not 0.30000000000000004.
-        return int(round(value)) if self.integer else round(value, 12)
+        return round(value) if self.integer else round(value, 12)
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,10 @@ class Space:
         rng = np.random.default_rng([seed, 0, DESIGN_STREAM + 1])
         sample = qmc.LatinHypercube(d=len(self.factors), rng=rng).random(points)
         return [
-            {**self.base, **{f.name: f.at(float(u)) for f, u in zip(self.factors, row, strict=True)}}
+            {
+                **self.base,
+                **{f.name: f.at(float(u)) for f, u in zip(self.factors, row, strict=True)},
+            }
             for row in sample
         ]
 
@@ -138,9 +145,7 @@ def _checked_base(
     try:
         return checker.complete(model.name, base_params)
     except InvalidInput as exc:
-        errors = [
-            FieldError(field="base_" + e["field"], message=e["message"]) for e in exc.errors
-        ]
+        errors = [FieldError(field="base_" + e["field"], message=e["message"]) for e in exc.errors]
         raise InvalidInput(errors) from exc
 
 
@@ -153,15 +158,14 @@ def _factor(
     where: str,
 ) -> tuple[Factor | None, list[FieldError]]:
     integer = model.params_schema["properties"][name].get("type") == "integer"
-    if "values" in spec:
-        values, errors = [], []
-        for i, raw in enumerate(spec["values"]):
-            value, problems = _param(checker, model, base, name, raw, f"{where}.values[{i}]")
-            values.append(value)
-            errors += problems
-        return Factor(name, values=tuple(values), integer=integer), errors
+    if "values" in spec and not {"min", "max", "step"} & spec.keys():
+        return _listed(checker, model, base, name, spec["values"], where)
+    if "values" in spec or "min" not in spec or "max" not in spec:
+        both = "values" in spec
+        message = "give `values` or a range, not both" if both else "a range needs `min` and `max`"
+        return None, [_error(where, message)]
     low, high, step = float(spec["min"]), float(spec["max"]), spec.get("step")
-    errors = []
+    errors: list[FieldError] = []
     if low > high:
         errors.append(_error(where, f"the range is empty: min {low:g} is above max {high:g}"))
     if step is not None and step <= 0:
@@ -179,6 +183,24 @@ def _factor(
         message = f"gives {factor.count()} values, over the limit of {MAX_FACTOR_VALUES}"
         return None, [_error(f"{where}.step", message)]
     return factor, []
+
+
+def _listed(
+    checker: ParamsChecker,
+    model: Model,
+    base: Mapping[str, Any],
+    name: str,
+    listed: Sequence[Any],
+    where: str,
+) -> tuple[Factor | None, list[FieldError]]:
+    values: list[Any] = []
+    errors: list[FieldError] = []
+    for i, raw in enumerate(listed):
+        value, problems = _param(checker, model, base, name, raw, f"{where}.values[{i}]")
+        values.append(value)
+        errors += problems
+    integer = model.params_schema["properties"][name].get("type") == "integer"
+    return Factor(name, values=tuple(values), integer=integer), errors
 
 
 def _param(

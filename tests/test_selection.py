@@ -119,8 +119,10 @@ def test_identical_points_tie_to_the_first() -> None:
         n = batch.last - batch.first + 1
         rng = np.random.default_rng(batch.first)
         row = rng.normal(1000, 100, size=(1, n))
-        return {"cost": np.repeat(row, len(batch.points), axis=0),
-                "ontime": np.ones((len(batch.points), n))}
+        return {
+            "cost": np.repeat(row, len(batch.points), axis=0),
+            "ontime": np.ones((len(batch.points), n)),
+        }
 
     done = run_to_end(Sequential(PROBLEM, 3, 10**6), sample)
     assert (done.stopped_because, done.best([])) == ("decided", 0)
@@ -128,7 +130,9 @@ def test_identical_points_tie_to_the_first() -> None:
 
 def test_same_observations_give_the_same_decisions() -> None:
     cost, ontime = CASES["staircase"]
-    runs = [run_to_end(Sequential(PROBLEM, 10, 10**7), normal_sampler(cost, ontime, 7)) for _ in "ab"]
+    runs = [
+        run_to_end(Sequential(PROBLEM, 10, 10**7), normal_sampler(cost, ontime, 7)) for _ in "ab"
+    ]
     assert runs[0].used == runs[1].used
     assert runs[0].feasibility() == runs[1].feasibility()
     assert runs[0].eliminated_by.tolist() == runs[1].eliminated_by.tolist()
