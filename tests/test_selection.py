@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,13 +55,17 @@ def good_selection(chosen: int | None, cost: FloatArray, ontime: FloatArray) -> 
     return bool(acceptable and cost[chosen] <= cost[desirable].min() + PROBLEM.indifference)
 
 
-CASES = {
+def floats(*parts: Any) -> FloatArray:
+    return np.concatenate([np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in parts])
+
+
+CASES: dict[str, tuple[FloatArray, FloatArray]] = {
     # the cheapest points miss the service level; the answer is the first that meets it
-    "staircase": (np.arange(10) * 100.0 + 1000, np.linspace(0.80, 0.99, 10)),
+    "staircase": (floats(np.arange(10) * 100.0 + 1000), floats(np.linspace(0.80, 0.99, 10))),
     # every cheaper point sits exactly at the unacceptable edge q - ε: the hardest feasibility
-    "edge": (1000 - np.arange(8) * 50.0, np.r_[np.full(7, 0.94), 0.96]),
+    "edge": (floats(1000 - np.arange(8) * 50.0), floats(np.full(7, 0.94), 0.96)),
     # the best feasible point leads the next feasible one by exactly δ (the slippage case)
-    "slippage": (np.r_[900.0, 1000.0, np.full(6, 1050.0)], np.r_[0.5, np.full(7, 0.96)]),
+    "slippage": (floats(900.0, 1000.0, np.full(6, 1050.0)), floats(0.5, np.full(7, 0.96))),
 }
 
 
@@ -77,7 +82,7 @@ def test_recommends_a_good_point_at_least_as_often_as_promised(case: str) -> Non
 
 
 def test_no_feasible_point_is_a_decision_without_a_recommendation() -> None:
-    cost, ontime = np.arange(5) * 100.0, np.full(5, 0.80)
+    cost, ontime = floats(np.arange(5) * 100.0), floats(np.full(5, 0.80))
     done = run_to_end(Sequential(PROBLEM, 5, 10**6), normal_sampler(cost, ontime, 1))
     assert done.stopped_because == "decided"
     assert done.best([]) is None
@@ -85,7 +90,10 @@ def test_no_feasible_point_is_a_decision_without_a_recommendation() -> None:
 
 
 def test_budget_runs_out_with_a_best_estimate_and_no_decision() -> None:
-    cost, ontime = np.full(4, 1000.0), np.full(4, 0.951)  # undecidable: inside the band
+    cost, ontime = (
+        floats(np.full(4, 1000.0)),
+        floats(np.full(4, 0.951)),
+    )  # undecidable: inside the band
     procedure = Sequential(PROBLEM, 4, 200)
     run_to_end(procedure, normal_sampler(cost, ontime, 2))
     assert procedure.stopped_because == "max_replications"
@@ -143,8 +151,8 @@ def test_unconstrained_problem_is_kn() -> None:
     consts = constants(problem, 5)
     assert consts.alpha_feasibility == 0.0
     assert consts.alpha_selection == pytest.approx(0.05)
-    cost = np.array([1000.0, 1050.0, 1100.0, 1200.0, 1000.0])
-    done = run_to_end(Sequential(problem, 5, 10**6), normal_sampler(cost, np.ones(5), 3))
+    cost = floats(1000.0, 1050.0, 1100.0, 1200.0, 1000.0)
+    done = run_to_end(Sequential(problem, 5, 10**6), normal_sampler(cost, floats(np.ones(5)), 3))
     assert done.best([]) == 3
 
 
