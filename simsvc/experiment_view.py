@@ -48,12 +48,15 @@ def experiment_view(
     if problem is not None:
         view["procedure"] = experiment["outcome"].get("procedure")
         view["pareto"] = pareto_fronts(problem, points)
-        view["recommendation"] = recommendation(experiment, problem, points)
+        view["recommendation"] = recommendation(experiment, problem, points, view["varied"])
     return view
 
 
 def recommendation(
-    experiment: db.Experiment, problem: Problem, points: list[dict[str, Any]]
+    experiment: db.Experiment,
+    problem: Problem,
+    points: list[dict[str, Any]],
+    varied: Sequence[str],
 ) -> dict[str, Any] | None:
     """The recommended point and the statement of what is known about it."""
     stopped = experiment["stopped_because"]
@@ -66,7 +69,7 @@ def recommendation(
     else:
         index = best_estimate(problem, [p["means"] for p in points], alive)
         chosen = None if index is None else points[index]
-    text = statement(problem, chosen, stopped, experiment["replications_used"])
+    text = statement(problem, chosen, stopped, experiment["replications_used"], varied)
     if chosen is None:
         return {"point_id": None, "params": None, "means": None, "ci95": None, "statement": text}
     keep = ("point_id", "params", "means", "ci95")
@@ -74,7 +77,11 @@ def recommendation(
 
 
 def statement(
-    problem: Problem, point: Mapping[str, Any] | None, stopped: str | None, used: int
+    problem: Problem,
+    point: Mapping[str, Any] | None,
+    stopped: str | None,
+    used: int,
+    varied: Sequence[str],
 ) -> str:
     """What the answer means, in words and numbers."""
     conf = f"{problem.confidence:.4g}".rstrip("0")
@@ -86,7 +93,7 @@ def statement(
             )
         return (
             f"The budget ran out after {used} replications before a decision. Point "
-            f"{point['point_id']} ({_params(point)}) is the best estimate: its estimated "
+            f"{point['point_id']} ({_params(point, varied)}) is the best estimate: its estimated "
             f"means meet every constraint ({_constraints_text(problem, point)}) with the best "
             f"{problem.objective} ({_estimate(point, problem.objective)}). This carries no "
             "guarantee: it may miss a constraint or be beaten by another point."
@@ -99,7 +106,7 @@ def statement(
         )
     better = "lower" if problem.direction == "min" else "higher"
     return (
-        f"With probability at least {conf}: point {point['point_id']} ({_params(point)}) "
+        f"With probability at least {conf}: point {point['point_id']} ({_params(point, varied)}) "
         f"meets every constraint up to its indifference amount "
         f"({_constraints_text(problem, point)}), and no point that meets every constraint by "
         f"at least its indifference amount has a {better} {problem.objective} by more than "
@@ -108,15 +115,19 @@ def statement(
     )
 
 
-def _params(point: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in point["params"].items())
+def _params(point: Mapping[str, Any], varied: Sequence[str]) -> str:
+    return ", ".join(f"{k}={point['params'][k]}" for k in varied)
 
 
 def _estimate(point: Mapping[str, Any], kpi: str) -> str:
     mean, hw = point["means"].get(kpi), point["ci95"].get(kpi)
     if mean is None:
         return "no estimate"
-    return f"{mean:.6g}" + ("" if hw is None else f" ± {hw:.3g}")
+    return _number(mean, 4) + ("" if hw is None else f" ± {_number(hw, 2)}")
+
+
+def _number(x: float, digits: int) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.{digits}g}"
 
 
 def _constraint_text(c: Constraint) -> str:
