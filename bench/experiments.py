@@ -12,9 +12,9 @@ replication shared by every point (common random numbers), and runs against them
 - `fixed`: a two-stage fixed-sample procedure with the same guarantee: the same first
   stage, then one count for every point (equal allocation), large enough for Bonferroni
   one-sided t bounds on every feasibility decision and every paired comparison;
-- `optuna`: Optuna's TPE sampler with constraints (`Trial.set_constraint`) alone, given the mean budget
-  the sequential procedure used, 10 replications per trial, recommending the best
-  point whose running means meet the constraints.
+- `optuna`: Optuna's TPE sampler with constraints (`Trial.set_constraint`) alone, given
+  the mean budget the sequential procedure used, 10 replications per trial, recommending
+  the best point whose running means meet the constraints.
 
 A macro-replication is `correct` when it recommends the true best feasible point
 (best objective among points whose true means meet every constraint), and `good` when
@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,8 +139,10 @@ def population(case: Case, size: int, kpis: list[str]) -> FloatArray:
     step = 500
     with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
         futures = [
-            [pool.submit(_population_chunk, p, f, min(size, f + step - 1), kpis)
-             for f in range(1, size + 1, step)]
+            [
+                pool.submit(_population_chunk, p, f, min(size, f + step - 1), kpis)
+                for f in range(1, size + 1, step)
+            ]
             for p in points
         ]
         table = np.stack([np.concatenate([f.result() for f in per]) for per in futures])
@@ -178,7 +181,9 @@ def truth(problem: Problem, means: FloatArray, kpis: list[str]) -> Truth:
 # -- the three procedures -------------------------------------------------------------
 
 
-def sampler(table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64]) -> Callable[[Batch], Mapping[str, FloatArray]]:
+def sampler(
+    table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64]
+) -> Callable[[Batch], Mapping[str, FloatArray]]:
     def sample(batch: Batch) -> Mapping[str, FloatArray]:
         rows = index[batch.first - 1 : batch.last]
         block = table[np.asarray(batch.points)][:, rows, :]
@@ -187,13 +192,17 @@ def sampler(table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64]) ->
     return sample
 
 
-def run_sequential(problem: Problem, table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64]) -> tuple[int | None, int]:
+def run_sequential(
+    problem: Problem, table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64]
+) -> tuple[int | None, int]:
     k = table.shape[0]
     done = run_to_end(Sequential(problem, k, 10**9), sampler(table, kpis, index))
     return done.best([]), done.used
 
 
-def run_fixed(problem: Problem, table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64]) -> tuple[int | None, int]:
+def run_fixed(
+    problem: Problem, table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64]
+) -> tuple[int | None, int]:
     """Two stages: n0, then n for every point from Bonferroni t bounds; decide on the means."""
     k, n0, col = table.shape[0], problem.first_stage, {x: i for i, x in enumerate(kpis)}
     consts = constants(problem, k)
@@ -215,7 +224,14 @@ def run_fixed(problem: Problem, table: FloatArray, kpis: list[str], index: npt.N
     return best_estimate(problem, views, np.ones(k, dtype=bool)), k * n
 
 
-def run_optuna(case: Case, table: FloatArray, kpis: list[str], index: npt.NDArray[np.int64], budget: int, seed: int) -> tuple[int | None, int]:
+def run_optuna(
+    case: Case,
+    table: FloatArray,
+    kpis: list[str],
+    index: npt.NDArray[np.int64],
+    budget: int,
+    seed: int,
+) -> tuple[int | None, int]:
     """TPE with constraints proposes points; each trial adds replications to its point."""
     import optuna
 
@@ -239,10 +255,17 @@ def run_optuna(case: Case, table: FloatArray, kpis: list[str], index: npt.NDArra
         return float(m[col[problem.objective]])
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "minimize" if problem.direction == "min" else "maximize"
+    direction = (
+        optuna.study.StudyDirection.MINIMIZE
+        if problem.direction == "min"
+        else optuna.study.StudyDirection.MAXIMIZE
+    )
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=max(1, budget // TRIAL_REPLICATIONS))
-    views = [{kpi: float(means(i)[col[kpi]]) for kpi in kpis} if counts[i] else {} for i in range(len(points))]
+    views = [
+        {kpi: float(means(i)[col[kpi]]) for kpi in kpis} if counts[i] else {}
+        for i in range(len(points))
+    ]
     return best_estimate(problem, views, counts > 0), int(counts.sum())
 
 
@@ -279,7 +302,9 @@ def bench_case(name: str, case: Case, macro: int, size: int, use_optuna: bool) -
     budget = math.ceil(statistics.fmean(tallies["sequential"].used or [0]))
     if use_optuna:
         for m in range(macro):
-            index = np.random.default_rng([POPULATION_SEED, m, 1]).integers(0, size, size=budget + 100)
+            index = np.random.default_rng([POPULATION_SEED, m, 1]).integers(
+                0, size, size=budget + 100
+            )
             tallies["optuna"].add(*run_optuna(case, table, kpis, index, budget, m), t)
     log.info("%s: %d macro-replications in %.0f s", name, macro, time.perf_counter() - began)
     return _rows(name, case, t, tallies, macro)
@@ -320,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in args.only or list(CASES):
         lines += bench_case(name, CASES[name], args.macro, args.population, not args.no_optuna)
     load_after = os.getloadavg()
-    print("\n".join(lines))  # the report is this command's output
-    print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores)")
+    report = "\n".join(lines)
+    load = f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
+    sys.stdout.write(f"{report}\n\n{load} ({os.cpu_count()} cores)\n")
 
 
 if __name__ == "__main__":
