@@ -891,6 +891,41 @@ class Database:
             yield [_experiment_row(r) for r in rows]
             offset = (int(rows[-1]["replication"]), int(rows[-1]["point_id"]))
 
+    async def experiment_batch(
+        self, experiment_id: int, point_ids: Sequence[int], first: int, last: int
+    ) -> list[ExperimentRow]:
+        """The stored replications first..last of these points."""
+        rows = await self._all(
+            "SELECT point_id, replication, total_labor_costs, ontime_delivery_rate, metrics"
+            " FROM experiment_results WHERE experiment_id = ? AND replication BETWEEN ? AND ?"
+            " AND point_id IN (SELECT value FROM json_each(?))",
+            (experiment_id, first, last, _dumps(list(point_ids))),
+        )
+        return [_experiment_row(r) for r in rows]
+
+    async def add_experiment_points(
+        self, experiment_id: int, points: Sequence[Mapping[str, Any]]
+    ) -> list[int]:
+        """Append points found during an experiment (a search); their new ids."""
+        async with self._transaction() as conn:
+            first = int(
+                await self._scalar(
+                    "SELECT coalesce(max(point_id), 0) + 1 FROM experiment_points"
+                    " WHERE experiment_id = ?",
+                    (experiment_id,),
+                )
+            )
+            ids = list(range(first, first + len(points)))
+            await conn.executemany(
+                "INSERT INTO experiment_points (experiment_id, point_id, params) VALUES (?, ?, ?)",
+                [(experiment_id, i, _dumps(p)) for i, p in zip(ids, points, strict=True)],
+            )
+            await conn.execute(
+                "UPDATE experiments SET point_count = point_count + ? WHERE experiment_id = ?",
+                (len(points), experiment_id),
+            )
+        return ids
+
     async def experiment_stats(self, experiment_id: int) -> ScenarioStats:
         """Per-point moments of every KPI (point_id -> kpi -> moments)."""
         rows = await self._all(

@@ -8,6 +8,7 @@ every point's params, and for an optimization the selection problem.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,18 +22,21 @@ from .space import (
     MAX_FACTORS,
     MAX_OPTIMIZE_POINTS,
     MAX_SWEEP_POINTS,
+    Space,
     build_space,
     design_points,
-    varied,
 )
 
 MAX_SQLITE_INT = 2**63 - 1
 MAX_CONSTRAINTS = 20
 MAX_SWEEP_REPLICATIONS = 100_000
 MAX_FIRST_STAGE = 1_000
+MAX_SEARCH_TRIALS = 5_000
+MAX_CANDIDATES = MAX_OPTIMIZE_POINTS
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 _SWEEP_ONLY = ("design", "points", "replications")
 _OPTIMIZE_ONLY = (
+    "search",
     "objective",
     "constraints",
     "confidence",
@@ -116,8 +120,37 @@ EXPERIMENT_REQUEST: dict[str, Any] = {
             "maximum": MAX_FIRST_STAGE,
             "default": 10,
         },
+        "search": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "trials": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_SEARCH_TRIALS,
+                    "default": 100,
+                },
+                "candidates": {
+                    "type": "integer",
+                    "minimum": 2,
+                    "maximum": MAX_CANDIDATES,
+                    "default": 10,
+                },
+            },
+            "description": "for a space too large or continuous to enumerate (needs Optuna): "
+            "`trials` points proposed by Optuna's TPE sampler, each run for the first stage; "
+            "then the best `candidates` are compared with the guarantee",
+        },
     },
 }
+
+
+@dataclass(frozen=True)
+class Search:
+    """How a search spends its trials, and how many of its best points it compares."""
+
+    trials: int
+    candidates: int
 
 
 @dataclass(frozen=True)
@@ -127,11 +160,12 @@ class Plan:
     kind: Literal["sweep", "optimize"]
     model: Model
     seed: int
-    points: list[dict[str, Any]]
-    varied: list[str]
+    space: Space
+    points: list[dict[str, Any]]  # empty for a search, which finds its points as it goes
     replications: int  # per point for a sweep; the first stage for an optimization
     budget: int  # replications the whole experiment may use
     problem: Problem | None
+    search: Search | None = None
 
 
 def parse_plan(
@@ -146,29 +180,40 @@ def parse_plan(
         points = design_points(space, design, body.get("points"), seed, limit)
         replications = int(body.get("replications", 10))
         _bounded("replications", len(points) * replications, f"{len(points)} points x ")
-        return Plan(
-            "sweep",
-            model,
-            seed,
-            points,
-            list(varied(space)),
-            replications,
-            len(points) * replications,
-            None,
-        )
+        work = len(points) * replications
+        return Plan("sweep", model, seed, space, points, replications, work, None)
     problem = _problem(body, model)
-    points = design_points(space, "grid", None, seed, MAX_OPTIMIZE_POINTS)
     budget = int(body.get("max_replications", 100_000))
-    first = len(points) * problem.first_stage
-    if budget < first:
+    finite = all(f.finite for f in space.factors)
+    if "search" in body or not finite or space.size() > MAX_OPTIMIZE_POINTS:
+        search = _search(body.get("search", {}), budget, problem.first_stage)
+        n0 = problem.first_stage
+        return Plan("optimize", model, seed, space, [], n0, budget, problem, search)
+    points = design_points(space, "grid", None, seed, MAX_OPTIMIZE_POINTS)
+    _first_stage_paid(budget, len(points), problem.first_stage)
+    return Plan("optimize", model, seed, space, points, problem.first_stage, budget, problem)
+
+
+def _first_stage_paid(budget: int, points: int, n0: int) -> None:
+    if budget < points * n0:
         message = (
-            f"{budget} cannot pay for the first stage: {len(points)} points x "
-            f"{problem.first_stage} replications = {first}"
+            f"{budget} cannot pay for the first stage: {points} points x "
+            f"{n0} replications = {points * n0}"
         )
         raise InvalidInput([FieldError(field="max_replications", message=message)])
-    return Plan(
-        "optimize", model, seed, points, list(varied(space)), problem.first_stage, budget, problem
-    )
+
+
+def _search(body: Mapping[str, Any], budget: int, n0: int) -> Search:
+    """A search for a space too large or continuous to enumerate; needs Optuna."""
+    if importlib.util.find_spec("optuna") is None:
+        message = (
+            f"a space past {MAX_OPTIMIZE_POINTS} points or with a continuous range is "
+            "searched with Optuna: pip install 'simsvc[optimize]'"
+        )
+        raise InvalidInput([FieldError(field="factors", message=message)])
+    search = Search(int(body.get("trials", 100)), int(body.get("candidates", 10)))
+    _first_stage_paid(budget, search.trials + search.candidates, n0)
+    return search
 
 
 def _model(models: Mapping[str, Model], name: str) -> Model:

@@ -18,8 +18,8 @@ def point_views(
     points: Sequence[Mapping[str, Any]], point_stats: db.ScenarioStats, outcome: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """Each point with its replications, means, 95% half-widths and feasibility."""
-    feasible = outcome.get("feasible") or [None] * len(points)
-    eliminated = outcome.get("eliminated_by") or [None] * len(points)
+    feasible = outcome.get("feasible", {})
+    eliminated = outcome.get("eliminated_by", {})
     views = []
     for i, params in enumerate(points, start=1):
         per_kpi = point_stats.get(i, {})
@@ -30,8 +30,8 @@ def point_views(
                 "replications": max((m.n for m in per_kpi.values()), default=0),
                 "means": {k: m.mean if m.n else None for k, m in per_kpi.items()},
                 "ci95": {k: stats.half_width(m) for k, m in per_kpi.items()},
-                "feasible": feasible[i - 1],
-                "eliminated_by": eliminated[i - 1],
+                "feasible": feasible.get(str(i)),
+                "eliminated_by": eliminated.get(str(i)),
             }
         )
     return views
@@ -62,7 +62,16 @@ def recommendation(
     stopped = experiment["stopped_because"]
     if experiment["status"] != "completed" and stopped is None:
         return None
-    alive = np.array([p["eliminated_by"] is None and p["feasible"] is not False for p in points])
+    search = experiment["outcome"].get("search")
+    compared = set(search["candidates"]) if search and search["candidates"] else None
+    alive = np.array(
+        [
+            p["eliminated_by"] is None
+            and p["feasible"] is not False
+            and (compared is None or p["point_id"] in compared)
+            for p in points
+        ]
+    )
     if stopped == "decided":
         winners = [p for p in points if p["feasible"] and p["eliminated_by"] is None]
         chosen = winners[0] if winners else None
@@ -70,6 +79,12 @@ def recommendation(
         index = best_estimate(problem, [p["means"] for p in points], alive)
         chosen = None if index is None else points[index]
     text = statement(problem, chosen, stopped, experiment["replications_used"], varied)
+    if search:
+        text += (
+            f" The search tried {search['trials']} settings ({search['points_evaluated']} "
+            f"distinct points) and compared its best {len(search['candidates'])} on fresh "
+            "replications: the guarantee covers those points, not the rest of the space."
+        )
     if chosen is None:
         return {"point_id": None, "params": None, "means": None, "ci95": None, "statement": text}
     keep = ("point_id", "params", "means", "ci95")

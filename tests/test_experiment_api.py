@@ -267,6 +267,27 @@ async def test_cancelled_then_resumed_optimization_matches_an_uninterrupted_one(
     assert (await client.post(f"/api/experiments/{eid}/cancel")).status == 409
 
 
+async def test_a_continuous_space_is_searched_then_cleaned_up_with_the_guarantee(
+    client: Client,
+) -> None:
+    body = {
+        **STAFFING,
+        "factors": {"workers": {"min": 3, "max": 12}},  # no step: a search
+        "search": {"trials": 16, "candidates": 4},
+    }
+    view, _ = await run_to_end(client, body)
+    assert view["stopped_because"] == "decided", view
+    best = view["recommendation"]
+    assert best["params"]["workers"] == 6
+    assert "the guarantee covers those points" in best["statement"]
+    evaluated = {p["params"]["workers"] for p in view["points"]}
+    assert 6 in evaluated and len(evaluated) == len(view["points"])  # each point once
+    compared = [p for p in view["points"] if p["feasible"] is not None]
+    assert 1 <= len(compared) <= 4
+    again, _ = await run_to_end(client, body)
+    assert _comparable(again) == _comparable(view)
+
+
 # -- bad input ------------------------------------------------------------------------
 
 OPT = {k: v for k, v in STAFFING.items() if k != "factors"}
@@ -338,7 +359,7 @@ BAD_EXPERIMENTS: list[tuple[dict[str, Any], str]] = [
     ),
     # a budget that cannot pay for the first stage (6 points x 10)
     ({**STAFFING, "max_replications": 59}, "max_replications"),
-    # an optimization space past its documented limit
+    # a space past the finite limit is searched: its budget must pay for every trial
     (
         {
             **OPT,
@@ -346,9 +367,13 @@ BAD_EXPERIMENTS: list[tuple[dict[str, Any], str]] = [
                 "workers": {"min": 1, "max": 1000, "step": 1},
                 "shift_hours": {"values": [7, 8]},
             },
+            "max_replications": 1000,
         },
-        "factors",
+        "max_replications",
     ),
+    # search settings out of range
+    ({**STAFFING, "search": {"trials": 0}}, "search.trials"),
+    ({**STAFFING, "search": {"candidates": 1}}, "search.candidates"),
     # an optimization needs an objective; sweep fields do not apply to it, nor the reverse
     ({k: v for k, v in STAFFING.items() if k != "objective"}, "objective"),
     ({**STAFFING, "replications": 5}, "replications"),
