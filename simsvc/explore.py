@@ -41,6 +41,7 @@ Publish = Callable[[str, dict[str, Any]], None]
 class _Active:
     task: asyncio.Task[None]
     cancel_requested: bool = False
+    finishing: bool = False  # its outcome is being recorded: too late to cancel
     last_progress: float = 0.0
     best: dict[str, Any] | None = None  # the leader so far, for progress events
     used: int = 0
@@ -95,10 +96,24 @@ class Explorer:
                 f"experiment {experiment_id} is {experiment['status']}; "
                 "only queued or running experiments can be cancelled"
             )
-        active.cancel_requested = True
-        active.task.cancel()
+        # Once: a second cancel would land inside the handler recording the first.
+        if not (active.cancel_requested or active.finishing):
+            active.cancel_requested = True
+            active.task.cancel()
         await asyncio.gather(asyncio.shield(active.task), return_exceptions=True)
-        return await self._db.get_experiment(experiment_id)
+        experiment = await self._db.get_experiment(experiment_id)
+        if experiment["status"] in db.ACTIVE:  # cancelled before its task ever ran
+            experiment = await self._db.set_experiment_status(experiment_id, "cancelled")
+            self._publish(
+                "experiment.cancelled",
+                {"experiment_id": experiment_id, "experiment": summary(experiment)},
+            )
+        if experiment["status"] != "cancelled":
+            raise db.Conflict(
+                f"experiment {experiment_id} is {experiment['status']}; "
+                "only queued or running experiments can be cancelled"
+            )
+        return experiment
 
     async def resume(self, experiment_id: int) -> db.Experiment:
         """Compute what a stopped experiment lacks; an optimization replays its decisions."""
@@ -239,6 +254,9 @@ class Explorer:
         why: str | None,
         error: str | None,
     ) -> None:
+        active = self._active.get(experiment_id)
+        if active is not None:
+            active.finishing = True
         state = procedure.outcome()
         experiment = await asyncio.shield(
             self._db.set_experiment_status(

@@ -585,8 +585,11 @@ async def _experiment_view(app: web.Application, experiment: db.Experiment) -> d
     point_stats = await database.experiment_stats(eid)
     model = app[MODELS].get(experiment["model"])
     problem = None if model is None else experiment_request.problem_of(experiment["request"], model)
-    views = experiment_view.point_views(points, point_stats, experiment["outcome"])
-    return experiment_view.experiment_view(experiment, problem, views)
+    # Off the loop: a sweep can have 10,000 points.
+    views = await asyncio.to_thread(
+        experiment_view.point_views, points, point_stats, experiment["outcome"]
+    )
+    return await asyncio.to_thread(experiment_view.experiment_view, experiment, problem, views)
 
 
 async def start_experiment(request: web.Request) -> web.Response:

@@ -411,3 +411,20 @@ async def test_unknown_experiment_is_404(client: Client, method: str, path: str)
     resp = await client.request(method, path)
     assert resp.status == 404
     assert resp.content_type == "application/problem+json"
+
+
+async def test_concurrent_cancels_all_get_the_cancelled_experiment(client: Client) -> None:
+    body = {**SWEEP, "factors": {"workers": {"min": 1, "max": 100, "step": 1}}, "replications": 200}
+    async with client.ws_connect("/ws/events") as ws:
+        await ws.receive(timeout=10)  # hello
+        eid = (await start(client, body))["experiment_id"]
+        answers = await asyncio.gather(
+            *(client.post(f"/api/experiments/{eid}/cancel") for _ in range(3))
+        )
+        seen = await events_until_end(ws, eid)
+    assert [e["type"] for e in seen if e["type"] in ENDINGS] == ["experiment.cancelled"]
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert {(await a.json())["status"] for a in answers} == {"cancelled"}
+    view = await (await client.get(f"/api/experiments/{eid}")).json()
+    assert view["status"] == "cancelled"
+    assert view["replications_used"] < 100 * 200
