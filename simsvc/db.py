@@ -635,10 +635,18 @@ class Database:
                 await asyncio.to_thread(_collect_samples, samples, batch)
         return await asyncio.to_thread(_moments_of_samples, samples)
 
-    async def stored_replications(self, run_id: int) -> set[tuple[int, int]]:
-        """The (scenario_id, replication) pairs a run has stored."""
+    async def stored_replications(
+        self, run_id: int, scenario_ids: Sequence[int], first: int, last: int
+    ) -> set[tuple[int, int]]:
+        """The (scenario_id, replication) pairs of replications first..last a run has stored.
+
+        One index seek per scenario: a resumed run asks block by block, never for all.
+        """
         rows = await self._all(
-            "SELECT scenario_id, replication FROM results WHERE run_id = ?", (run_id,)
+            "SELECT scenario_id, replication FROM results WHERE run_id = ?"
+            " AND scenario_id IN (SELECT value FROM json_each(?))"
+            " AND replication BETWEEN ? AND ?",
+            (run_id, _dumps(list(scenario_ids)), first, last),
         )
         return {(int(r[0]), int(r[1])) for r in rows}
 
@@ -866,11 +874,14 @@ class Database:
             )
         return int(used)
 
-    async def experiment_replications(self, experiment_id: int) -> set[tuple[int, int]]:
-        """The (point_id, replication) pairs an experiment has stored."""
+    async def experiment_stored(
+        self, experiment_id: int, point_ids: Sequence[int], first: int, last: int
+    ) -> set[tuple[int, int]]:
+        """The (point_id, replication) pairs of replications first..last already stored."""
         rows = await self._all(
-            "SELECT point_id, replication FROM experiment_results WHERE experiment_id = ?",
-            (experiment_id,),
+            "SELECT point_id, replication FROM experiment_results WHERE experiment_id = ?"
+            " AND replication BETWEEN ? AND ? AND point_id IN (SELECT value FROM json_each(?))",
+            (experiment_id, first, last, _dumps(list(point_ids))),
         )
         return {(int(r[0]), int(r[1])) for r in rows}
 

@@ -18,12 +18,12 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import db, sim
+from .runner import Batch, Finish
 from .selection import Batch as Planned
 from .selection import FloatArray, Problem, Sequential
 
@@ -33,20 +33,6 @@ if TYPE_CHECKING:
     from .experiment_request import Plan
 
 SEARCH_BATCH = 4  # trials asked at once: fixed, so the answer does not depend on workers
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Replications `first..last` of each of `units` (point ids)."""
-
-    units: tuple[int, ...]
-    first: int
-    last: int
-
-
-@dataclass(frozen=True)
-class Finish:
-    stopped_because: str | None = None
 
 
 class SweepProcedure:

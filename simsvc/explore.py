@@ -1,296 +1,41 @@
-"""The life of an experiment over a parameter space: start, batches, cancel, resume.
+"""The life of an experiment over a parameter space: create, start, cancel, resume, events.
 
-An experiment is a run whose next batch is chosen by a procedure: a sweep asks for
-every point's replications once; an optimization asks `selection.Sequential`. Each
-batch is computed in chunks on the shared backend, committed as chunks return, and
-reported on /ws/events. Replication r of every point draws from `(seed, r)`, as in a
-plain run, so a point equals a plain run of a scenario with the same params and seed.
+An experiment is a run whose next batch is chosen by a procedure (see
+`experiment_procedures`): it goes to the shared `runner.Runner` as a job of kind
+"experiment", and `ExperimentEvents`, the job's sink, stores each chunk with `db` and
+tells /ws/events. Replication r of every point draws from `(seed, r)`, as in a plain
+run, so a point equals a plain run of a scenario with the same params and seed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import math
+import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import db, sim
 from .experiment_procedures import (
-    Batch,
-    Finish,
     SearchProcedure,
     SelectionProcedure,
     SweepProcedure,
     procedure_for,
 )
 from .experiment_request import Plan, parse_plan
-
-Procedure = SweepProcedure | SelectionProcedure | SearchProcedure
+from .runner import Batch, Finish, Job, Runner
+from .schema import FieldError, InvalidInput
 
 log = logging.getLogger(__name__)
 
+KIND = "experiment"  # the runner's kind of job: ids are unique within a kind
 RESUMABLE = ("interrupted", "failed", "cancelled")
 PROGRESS_INTERVAL_S = 0.1
 Publish = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass
-class _Active:
-    task: asyncio.Task[None]
-    cancel_requested: bool = False
-    finishing: bool = False  # its outcome is being recorded: too late to cancel
-    last_progress: float = 0.0
-    best: dict[str, Any] | None = None  # the leader so far, for progress events
-    used: int = 0
-
-
-class Explorer:
-    """Owns every experiment's task; storage through `db`, computation on the backend."""
-
-    def __init__(
-        self,
-        database: db.Database,
-        backend: sim.Backend,
-        models: Mapping[str, sim.Model],
-        checker: sim.ParamsChecker,
-        publish: Publish,
-    ) -> None:
-        self._db = database
-        self._backend = backend
-        self._models = models
-        self._checker = checker
-        self._publish = publish
-        self._active: dict[int, _Active] = {}
-
-    def plan(self, body: Mapping[str, Any], seed: int) -> Plan:
-        return parse_plan(body, self._models, self._checker, seed)
-
-    async def create(self, body: Mapping[str, Any], seed: int) -> db.Experiment:
-        """Check, store and start an experiment; the points are stored before it answers."""
-        plan = await asyncio.to_thread(self.plan, body, seed)
-        request = {**body, "seed": seed}
-        experiment = await self._db.create_experiment(
-            plan.kind, plan.model.name, plan.model.version, seed, request, plan.points
-        )
-        self._start(experiment["experiment_id"], plan)
-        return experiment
-
-    def _start(self, experiment_id: int, plan: Plan) -> None:
-        task = asyncio.create_task(
-            self._run(experiment_id, plan), name=f"simsvc-experiment-{experiment_id}"
-        )
-        self._active[experiment_id] = _Active(task)
-        task.add_done_callback(lambda _: self._active.pop(experiment_id, None))
-
-    async def cancel(self, experiment_id: int) -> db.Experiment:
-        """Stop a queued or running experiment; every caller gets the final state."""
-        experiment = await self._db.get_experiment(experiment_id)
-        active = self._active.get(experiment_id)
-        if active is None:
-            if experiment["status"] in db.ACTIVE:  # left by a task that is gone
-                return await self._db.set_experiment_status(experiment_id, "cancelled")
-            raise db.Conflict(
-                f"experiment {experiment_id} is {experiment['status']}; "
-                "only queued or running experiments can be cancelled"
-            )
-        # Once: a second cancel would land inside the handler recording the first.
-        if not (active.cancel_requested or active.finishing):
-            active.cancel_requested = True
-            active.task.cancel()
-        await asyncio.gather(asyncio.shield(active.task), return_exceptions=True)
-        experiment = await self._db.get_experiment(experiment_id)
-        if experiment["status"] in db.ACTIVE:  # cancelled before its task ever ran
-            experiment = await self._db.set_experiment_status(experiment_id, "cancelled")
-            self._publish(
-                "experiment.cancelled",
-                {"experiment_id": experiment_id, "experiment": summary(experiment)},
-            )
-        if experiment["status"] != "cancelled":
-            raise db.Conflict(
-                f"experiment {experiment_id} is {experiment['status']}; "
-                "only queued or running experiments can be cancelled"
-            )
-        return experiment
-
-    async def resume(self, experiment_id: int) -> db.Experiment:
-        """Compute what a stopped experiment lacks; an optimization replays its decisions."""
-        experiment = await self._db.get_experiment(experiment_id)
-        model = self._models.get(experiment["model"])
-        if model is None or model.version != experiment["model_version"]:
-            raise db.Conflict(
-                f"experiment {experiment_id} used model {experiment['model']} "
-                f"{experiment['model_version']}, which is not installed at that version"
-            )
-        plan = await asyncio.to_thread(self.plan, experiment["request"], experiment["seed"])
-        reopened = await self._db.reopen_experiment(experiment_id, RESUMABLE)
-        self._start(experiment_id, plan)
-        return reopened
-
-    async def wait(self, experiment_id: int) -> None:
-        active = self._active.get(experiment_id)
-        if active is not None:
-            await asyncio.gather(active.task, return_exceptions=True)
-
-    async def close(self) -> None:
-        """Stop every experiment without an outcome: the caller marks them interrupted."""
-        tasks = [a.task for a in self._active.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    # -- one experiment ---------------------------------------------------------------
-
-    async def _run(self, experiment_id: int, plan: Plan) -> None:
-        points = await self._db.experiment_points(experiment_id)
-        units: sim.ScenarioPlan = {i: (plan.model, p) for i, p in enumerate(points, start=1)}
-        procedure = procedure_for(self._db, experiment_id, plan, units)
-        why = None
-        try:
-            started = await self._db.set_experiment_status(experiment_id, "running")
-            event = {"experiment_id": experiment_id, "experiment": summary(started)}
-            self._publish("experiment.started", event)
-            why = await self._batches(experiment_id, plan, units, procedure)
-        except asyncio.CancelledError:
-            active = self._active.get(experiment_id)
-            if active is None or not active.cancel_requested:
-                raise
-            await self._finish(experiment_id, "cancelled", procedure, None, None)
-            return
-        except Exception as exc:
-            log.exception("experiment %d failed", experiment_id)
-            error = f"{type(exc).__name__}: {exc}"
-            await self._finish(experiment_id, "failed", procedure, None, error)
-            return
-        await self._finish(experiment_id, "completed", procedure, why, None)
-
-    async def _batches(
-        self, experiment_id: int, plan: Plan, units: sim.ScenarioPlan, procedure: Procedure
-    ) -> str | None:
-        """Compute what the procedure asks for until it finishes; why it finished."""
-        stored = await self._db.experiment_replications(experiment_id)
-        while True:
-            decision = await procedure.next_batch()
-            self._report_leader(experiment_id, units, procedure)
-            if isinstance(decision, Finish):
-                return decision.stopped_because
-            for batch in decision:
-                await self._compute(experiment_id, plan, units, batch, stored)
-
-    async def _compute(
-        self,
-        experiment_id: int,
-        plan: Plan,
-        units: sim.ScenarioPlan,
-        batch: Batch,
-        stored: set[tuple[int, int]],
-    ) -> None:
-        """Compute the batch's missing pairs in chunks, a few in flight, storing each."""
-        pairs = _missing_pairs(batch, stored)
-        size = sim.chunk_size(
-            len(batch.units) * (batch.last - batch.first + 1), self._backend.workers
-        )
-        in_flight: set[asyncio.Task[list[sim.Replication]]] = set()
-        try:
-            while chunk := list(itertools.islice(pairs, size)):
-                if len(in_flight) >= 2 * self._backend.workers:
-                    await self._store_first(experiment_id, in_flight)
-                in_flight.add(asyncio.ensure_future(self._chunk(plan, units, chunk)))
-            while in_flight:
-                await self._store_first(experiment_id, in_flight)
-        finally:
-            for task in in_flight:
-                task.cancel()
-
-    async def _chunk(
-        self, plan: Plan, units: sim.ScenarioPlan, chunk: list[tuple[int, int]]
-    ) -> list[sim.Replication]:
-        # Only the chunk's points travel to the worker, not the whole space.
-        scenarios: sim.ScenarioPlan = {p: units[p] for p, _ in chunk}
-        return await self._backend.submit(sim.simulate_chunk, scenarios, plan.seed, chunk)
-
-    async def _store_first(
-        self, experiment_id: int, in_flight: set[asyncio.Task[list[sim.Replication]]]
-    ) -> None:
-        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            in_flight.discard(task)
-            rows = [_experiment_row(r) for r in task.result()]
-            used = await self._db.store_experiment_results(experiment_id, rows)
-            self._progress(experiment_id, used)
-
-    def _report_leader(
-        self, experiment_id: int, units: sim.ScenarioPlan, procedure: Procedure
-    ) -> None:
-        active = self._active.get(experiment_id)
-        leader = procedure.leader() if not isinstance(procedure, SweepProcedure) else None
-        if active is None or leader is None:
-            return
-        feasible = procedure.outcome().get("feasible", {}).get(str(leader))
-        active.best = {"point_id": leader, "params": units[leader][1], "feasible": feasible}
-        self._progress(experiment_id, None, force=True)
-
-    def _progress(self, experiment_id: int, used: int | None, force: bool = False) -> None:
-        active = self._active.get(experiment_id)
-        now = time.monotonic()
-        if active is None or (not force and now - active.last_progress < PROGRESS_INTERVAL_S):
-            return
-        active.last_progress = now
-        if used is None:
-            used = active.used
-        active.used = used
-        self._publish(
-            "experiment.progress",
-            {"experiment_id": experiment_id, "replications_used": used, "best": active.best},
-        )
-
-    async def _finish(
-        self,
-        experiment_id: int,
-        status: str,
-        procedure: Procedure,
-        why: str | None,
-        error: str | None,
-    ) -> None:
-        active = self._active.get(experiment_id)
-        if active is not None:
-            active.finishing = True
-        state = procedure.outcome()
-        experiment = await asyncio.shield(
-            self._db.set_experiment_status(
-                experiment_id, status, error=error, stopped_because=why, outcome=state or None
-            )
-        )
-        self._publish(
-            f"experiment.{status}",
-            {"experiment_id": experiment_id, "experiment": summary(experiment)},
-        )
-        log.info(
-            "experiment %d %s (%d replications)",
-            experiment_id,
-            status,
-            experiment["replications_used"],
-        )
-
-
-def _missing_pairs(batch: Batch, stored: set[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """(point_id, replication) pairs of the batch not yet stored, replication-major."""
-    for r in range(batch.first, batch.last + 1):
-        for point in batch.units:
-            if (point, r) not in stored:
-                yield point, r
-
-
-def _experiment_row(r: sim.Replication) -> db.ExperimentRow:
-    return db.ExperimentRow(
-        point_id=r["scenario_id"],
-        replication=r["replication"],
-        total_labor_costs=r["total_labor_costs"],
-        ontime_delivery_rate=r["ontime_delivery_rate"],
-        metrics=r["metrics"],
-    )
+Procedure = SweepProcedure | SelectionProcedure | SearchProcedure
 
 
 def summary(experiment: db.Experiment) -> dict[str, Any]:
@@ -311,3 +56,209 @@ def summary(experiment: db.Experiment) -> dict[str, Any]:
         "finished_at",
     )
     return {k: experiment[k] for k in keep}  # type: ignore[literal-required]
+
+
+@dataclass
+class _Live:
+    """What the sink knows of one running experiment."""
+
+    procedure: Procedure
+    units: sim.ScenarioPlan
+    last_progress: float = 0.0
+    used: int = 0
+    best: dict[str, Any] | None = field(default=None)
+
+
+class ExperimentEvents:
+    """The runner's sink for experiments: store each chunk, then tell /ws/events."""
+
+    def __init__(self, database: db.Database, publish: Publish) -> None:
+        self._db = database
+        self._publish = publish
+        self.live: dict[int, _Live] = {}
+
+    async def run_started(self, run_id: int) -> None:
+        started = await self._db.set_experiment_status(run_id, "running")
+        self._publish(
+            "experiment.started", {"experiment_id": run_id, "experiment": summary(started)}
+        )
+
+    async def stored(
+        self, run_id: int, units: Sequence[int], first: int, last: int
+    ) -> set[tuple[int, int]]:
+        return await self._db.experiment_stored(run_id, units, first, last)
+
+    async def results_ready(self, run_id: int, rows: list[sim.Replication]) -> None:
+        used = await self._db.store_experiment_results(run_id, [_row(r) for r in rows])
+        live = self.live.get(run_id)
+        if live is not None:
+            live.used = used
+            self.progress(run_id)
+
+    def progress(self, run_id: int, force: bool = False) -> None:
+        """`experiment.progress`, at most every PROGRESS_INTERVAL_S unless forced."""
+        live, now = self.live.get(run_id), time.monotonic()
+        if live is None or (not force and now - live.last_progress < PROGRESS_INTERVAL_S):
+            return
+        live.last_progress = now
+        self._publish(
+            "experiment.progress",
+            {"experiment_id": run_id, "replications_used": live.used, "best": live.best},
+        )
+
+    def decided(self, run_id: int) -> None:
+        """After each decision of the procedure: the leader so far, in a progress event."""
+        live = self.live.get(run_id)
+        if live is None or isinstance(live.procedure, SweepProcedure):
+            return
+        leader = live.procedure.leader()
+        if leader is None:
+            return
+        feasible = live.procedure.outcome().get("feasible", {}).get(str(leader))
+        live.best = {"point_id": leader, "params": live.units[leader][1], "feasible": feasible}
+        self.progress(run_id, force=True)
+
+    async def run_finished(
+        self, run_id: int, status: str, error: str | None, stopped_because: str | None
+    ) -> None:
+        live = self.live.pop(run_id, None)
+        outcome = live.procedure.outcome() if live is not None else None
+        experiment = await self._db.set_experiment_status(
+            run_id, status, error=error, stopped_because=stopped_because, outcome=outcome or None
+        )
+        self._publish(
+            f"experiment.{status}", {"experiment_id": run_id, "experiment": summary(experiment)}
+        )
+        log.info(
+            "experiment %d %s (%d replications)", run_id, status, experiment["replications_used"]
+        )
+
+
+class _Reporting:
+    """A procedure that tells the sink after each decision, for progress events."""
+
+    def __init__(self, procedure: Procedure, sink: ExperimentEvents, experiment_id: int) -> None:
+        self._procedure = procedure
+        self._sink = sink
+        self._id = experiment_id
+
+    async def next_batch(self) -> Sequence[Batch] | Finish:
+        decision = await self._procedure.next_batch()
+        self._sink.decided(self._id)
+        return decision
+
+
+class Explorer:
+    """Every experiment's life, over one database, the shared runner and the models."""
+
+    def __init__(
+        self,
+        database: db.Database,
+        runner: Callable[[], Runner],
+        models: Mapping[str, sim.Model],
+        checker: sim.ParamsChecker,
+        publish: Publish,
+    ) -> None:
+        self._db = database
+        self._runner = runner  # the runner is opened after the explorer
+        self._models = models
+        self._checker = checker
+        self.sink = ExperimentEvents(database, publish)
+
+    def plan(self, body: Mapping[str, Any], seed: int) -> Plan:
+        plan = parse_plan(body, self._models, self._checker, seed)
+        check_work(plan)
+        return plan
+
+    async def create(self, body: Mapping[str, Any]) -> db.Experiment:
+        """Check, store and start an experiment; the points are stored before it answers."""
+        seed = int(body["seed"]) if "seed" in body else secrets.randbelow(2**31)
+        plan = await asyncio.to_thread(self.plan, body, seed)
+        experiment = await self._db.create_experiment(
+            plan.kind,
+            plan.model.name,
+            plan.model.version,
+            seed,
+            {**body, "seed": seed},
+            plan.points,
+        )
+        await self._launch(experiment["experiment_id"], plan, resumed=False)
+        return experiment
+
+    async def _launch(self, experiment_id: int, plan: Plan, resumed: bool) -> None:
+        points = await self._db.experiment_points(experiment_id)
+        units: sim.ScenarioPlan = {i: (plan.model, p) for i, p in enumerate(points, start=1)}
+        procedure = procedure_for(self._db, experiment_id, plan, units)
+        self.sink.live[experiment_id] = _Live(procedure, units)
+        reporting = _Reporting(procedure, self.sink, experiment_id)
+        job = Job(experiment_id, plan.seed, units, reporting, self.sink, 0.0, resumed, kind=KIND)
+        self._runner().start(job)
+
+    async def cancel(self, experiment_id: int) -> db.Experiment:
+        """Stop a queued or running experiment; every concurrent caller gets its final state."""
+        await self._db.get_experiment(experiment_id)  # 404 first
+        runner = self._runner()
+        if runner.cancel(experiment_id, KIND):
+            await runner.wait(experiment_id, KIND)
+        experiment = await self._db.get_experiment(experiment_id)
+        if experiment["status"] != "cancelled":
+            raise db.Conflict(
+                f"experiment {experiment_id} is {experiment['status']}; "
+                "only queued or running experiments can be cancelled"
+            )
+        return experiment
+
+    async def resume(self, experiment_id: int) -> db.Experiment:
+        """Compute what a stopped experiment lacks; its procedure replays its decisions."""
+        experiment = await self._db.get_experiment(experiment_id)
+        model = self._models.get(experiment["model"])
+        if model is None or model.version != experiment["model_version"]:
+            raise db.Conflict(
+                f"experiment {experiment_id} used model {experiment['model']} "
+                f"{experiment['model_version']}, which is not installed at that version; "
+                "its replications cannot be reproduced"
+            )
+        plan = await asyncio.to_thread(self.plan, experiment["request"], experiment["seed"])
+        await self._runner().wait(experiment_id, KIND)  # one that just finished may wind down
+        reopened = await self._db.reopen_experiment(experiment_id, RESUMABLE)
+        await self._launch(experiment_id, plan, resumed=True)
+        return reopened
+
+
+def check_work(plan: Plan) -> None:
+    """Refuse an experiment whose replications would cost more than a run may (422)."""
+    points = plan.points or [_dearest_corner(plan)]  # a search's points are not known yet
+    for params in points:
+        sim.check_replication_work(plan.model, params, "factors")
+    if plan.problem is None:
+        work = math.fsum(plan.model.work(p) for p in points) * plan.replications
+        what, where = f"{len(points)} points x {plan.replications} replications", "replications"
+    else:
+        work = max(plan.model.work(p) for p in points) * plan.budget
+        what, where = f"max_replications {plan.budget}", "max_replications"
+    if work > sim.MAX_RUN_WORK:
+        message = (
+            f"{what} would cost {work:.3g} work units, above the limit of "
+            f"{sim.MAX_RUN_WORK:.3g} per experiment; ask for fewer"
+        )
+        raise InvalidInput([FieldError(field=where, message=message)])
+
+
+def _dearest_corner(plan: Plan) -> dict[str, Any]:
+    """Every factor at its largest setting: the dearest point when cost grows with params."""
+    corner = dict(plan.space.base)
+    for f in plan.space.factors:
+        levels = f.levels() if f.finite else [f.low, f.high]
+        numeric = [v for v in levels if isinstance(v, int | float) and not isinstance(v, bool)]
+        corner[f.name] = max(numeric) if numeric else levels[-1]
+    return corner
+
+
+def _row(r: sim.Replication) -> db.ExperimentRow:
+    return db.ExperimentRow(
+        point_id=r["scenario_id"],
+        replication=r["replication"],
+        total_labor_costs=r["total_labor_costs"],
+        ontime_delivery_rate=r["ontime_delivery_rate"],
+        metrics=r["metrics"],
+    )

@@ -383,6 +383,28 @@ BAD_EXPERIMENTS: list[tuple[dict[str, Any], str]] = [
     ({**STAFFING, "confidence": 1.0}, "confidence"),
     # an unknown kind
     ({**SWEEP, "kind": "search"}, "kind"),
+    # one replication past the work bound: only the combination of two factors is too dear
+    (
+        {
+            **SWEEP,
+            "factors": {
+                "orders_per_hour": {"values": [46, 100000]},
+                "shift_hours": {"values": [8, 24]},
+            },
+        },
+        "factors.orders_per_hour",
+    ),
+    # total work past the bound of a run: dear replications, many of them
+    (
+        {
+            **SWEEP,
+            "base_params": {"orders_per_hour": 50000},
+            "factors": {"workers": {"min": 1, "max": 10, "step": 1}},
+            "replications": 1000,
+        },
+        "replications",
+    ),
+    ({**STAFFING, "base_params": {"orders_per_hour": 50000}}, "max_replications"),
 ]
 
 
