@@ -182,11 +182,12 @@ class Explorer:
             {**body, "seed": seed},
             plan.points,
         )
-        await self._launch(experiment["experiment_id"], plan, resumed=False)
+        self._launch(experiment["experiment_id"], plan, plan.points, resumed=False)
         return experiment
 
-    async def _launch(self, experiment_id: int, plan: Plan, resumed: bool) -> None:
-        points = await self._db.experiment_points(experiment_id)
+    def _launch(
+        self, experiment_id: int, plan: Plan, points: Sequence[dict[str, Any]], resumed: bool
+    ) -> None:
         units: sim.ScenarioPlan = {i: (plan.model, p) for i, p in enumerate(points, start=1)}
         procedure = procedure_for(self._db, experiment_id, plan, units)
         self.sink.live[experiment_id] = _Live(procedure, units)
@@ -221,7 +222,8 @@ class Explorer:
         plan = await asyncio.to_thread(self.plan, experiment["request"], experiment["seed"])
         await self._runner().wait(experiment_id, KIND)  # one that just finished may wind down
         reopened = await self._db.reopen_experiment(experiment_id, RESUMABLE)
-        await self._launch(experiment_id, plan, resumed=True)
+        points = await self._db.experiment_points(experiment_id)  # a search's, as found
+        self._launch(experiment_id, plan, points, resumed=True)
         return reopened
 
 
