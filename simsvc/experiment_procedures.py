@@ -188,7 +188,7 @@ class SearchProcedure:
         return [Batch(tuple(fresh), 1, self._n0)]
 
     async def _ask(self) -> list[int]:
-        """Ask the next trials; the ids of the points they propose that are new."""
+        """Ask the next trials; the ids of their points whose first stage is not stored."""
         count = min(SEARCH_BATCH, self._plan.search.trials - self._told)  # type: ignore[union-attr]
         asked = await asyncio.to_thread(self._ask_trials, count)
         new = list({_key(p): p for _, p in asked if _key(p) not in self._known}.values())
@@ -197,7 +197,11 @@ class SearchProcedure:
             self._known[_key(params)] = pid
             self._units[pid] = (self._plan.model, params)
         self._asked = [(trial, self._known[_key(p)]) for trial, p in asked]
-        return sorted(ids)
+        # A resumed search meets its earlier points again, perhaps with a partial first stage.
+        unmet = sorted({pid for _, pid in self._asked if pid not in self._means})
+        stored = await self._db.experiment_stored(self._eid, unmet, 1, self._n0)
+        have = {pid: sum(1 for p, _ in stored if p == pid) for pid in unmet}
+        return [pid for pid in unmet if have[pid] < self._n0]
 
     def _ask_trials(self, count: int) -> list[tuple[optuna.Trial, dict[str, Any]]]:
         out = []
