@@ -15,7 +15,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import db, sim
@@ -40,22 +40,7 @@ Procedure = SweepProcedure | SelectionProcedure | SearchProcedure
 
 def summary(experiment: db.Experiment) -> dict[str, Any]:
     """An experiment without its points, as lists and events show it."""
-    keep = (
-        "experiment_id",
-        "kind",
-        "status",
-        "model",
-        "model_version",
-        "seed",
-        "point_count",
-        "replications_used",
-        "stopped_because",
-        "error",
-        "created_at",
-        "started_at",
-        "finished_at",
-    )
-    return {k: experiment[k] for k in keep}  # type: ignore[literal-required]
+    return {k: v for k, v in experiment.items() if k not in ("request", "outcome")}
 
 
 @dataclass
@@ -66,7 +51,7 @@ class _Live:
     units: sim.ScenarioPlan
     last_progress: float = 0.0
     used: int = 0
-    best: dict[str, Any] | None = field(default=None)
+    best: dict[str, Any] | None = None
 
 
 class ExperimentEvents:
