@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,39 @@ import numpy as np
 
 from . import db, stats
 from .selection import Constraint, Problem, best_estimate
+
+CACHED_VIEWS = 8
+
+
+class ViewCache:
+    """The encoded answers of the few finished experiments read last."""
+
+    def __init__(self, size: int = CACHED_VIEWS) -> None:
+        self._size = size
+        self._bodies: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        body = self._bodies.get(key)
+        if body is not None:
+            self._bodies.move_to_end(key)
+        return body
+
+    def put(self, key: tuple[Any, ...], body: bytes) -> None:
+        self._bodies[key] = body
+        while len(self._bodies) > self._size:
+            self._bodies.popitem(last=False)
+
+
+def cache_key(experiment: db.Experiment) -> tuple[Any, ...] | None:
+    """What identifies a finished experiment's answer; None while it may still change."""
+    if experiment["status"] in db.ACTIVE:
+        return None
+    return (
+        experiment["experiment_id"],
+        experiment["status"],
+        experiment["finished_at"],
+        experiment["replications_used"],
+    )
 
 
 def point_views(

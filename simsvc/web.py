@@ -92,6 +92,7 @@ CHECKERS = web.AppKey("checkers", dict[str, Checker])
 SPEC = web.AppKey("spec", dict[str, Any])
 PARAMS = web.AppKey("params", sim.ParamsChecker)
 EXPLORER = web.AppKey("explorer", explore.Explorer)
+EXPERIMENT_VIEWS = web.AppKey("experiment_views", experiment_view.ViewCache)
 
 
 class BadRequest(Exception):
@@ -455,9 +456,21 @@ async def list_experiments(request: web.Request) -> web.Response:
 
 
 async def get_experiment(request: web.Request) -> web.Response:
-    experiment = await request.app[DB].get_experiment(path_id(request, "experiment_id"))
-    view = await _experiment_view(request.app, experiment)
-    return await asyncio.to_thread(json_response, view)
+    app = request.app
+    experiment = await app[DB].get_experiment(path_id(request, "experiment_id"))
+    # A finished experiment no longer changes: its answer is built once.
+    key = experiment_view.cache_key(experiment)
+    body = app[EXPERIMENT_VIEWS].get(key) if key is not None else None
+    if body is None:
+        view = await _experiment_view(app, experiment)
+        body = await asyncio.to_thread(_encode, view)
+        if key is not None:
+            app[EXPERIMENT_VIEWS].put(key, body)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
 async def cancel_experiment(request: web.Request) -> web.Response:
@@ -786,6 +799,7 @@ def create_app(
         "save_point": Checker(SAVE_POINT_REQUEST),
         **{name: Checker(schema) for name, schema in QUERIES.items()},
     }
+    app[EXPERIMENT_VIEWS] = experiment_view.ViewCache()
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")
     app.cleanup_ctx.extend([database_ctx, explorer_ctx, runner_ctx])

@@ -271,6 +271,8 @@ async def test_cancelled_then_resumed_optimization_matches_an_uninterrupted_one(
     cancelled = await (await client.post(f"/api/experiments/{eid}/cancel")).json()
     assert cancelled["status"] == "cancelled"
     assert 0 < cancelled["replications_used"] <= free
+    stopped = await (await client.get(f"/api/experiments/{eid}")).json()  # now cached
+    assert stopped["replications_used"] == cancelled["replications_used"]
     GatedWarehouse.gate.set()
     async with client.ws_connect("/ws/events") as ws:
         await ws.receive(timeout=10)
