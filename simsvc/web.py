@@ -704,9 +704,7 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
         return "hello", {
             "version": __version__,
             "runs": [run_view(r) for r in await app[DB].list_runs(limit=50)],
-            "experiments": [
-                explore.summary(e) for e in await app[DB].list_experiments(limit=50)
-            ],
+            "experiments": [explore.summary(e) for e in await app[DB].list_experiments(limit=50)],
             "results": await app[AGGREGATES].compute(),
             "scenarios": await app[DB].list_scenarios(),
             "models": [m.describe() for m in app[MODELS].values()],
