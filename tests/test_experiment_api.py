@@ -8,6 +8,7 @@ import io
 import json
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -466,3 +467,18 @@ async def test_concurrent_cancels_all_get_the_cancelled_experiment(client: Clien
     view = await (await client.get(f"/api/experiments/{eid}")).json()
     assert view["status"] == "cancelled"
     assert view["replications_used"] < 100 * 200
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+async def test_the_readme_example_answers_as_the_readme_says(make_client: MakeClient) -> None:
+    readme = await asyncio.to_thread(README.read_text, encoding="utf-8")
+    section = readme.split("### Which settings? An experiment", 1)[1]
+    body = json.loads(section.split("-d '", 1)[1].split("'", 1)[0])
+    shown = section.split('"statement": "', 1)[1].split('"}', 1)[0]
+    client = await make_client(executor="process")
+    view, _ = await run_to_end(client, body)
+    statement = view["recommendation"]["statement"]
+    assert " ".join(statement.split()) == " ".join(shown.split())
+    assert view["recommendation"]["params"]["workers"] == 6
