@@ -862,7 +862,7 @@ class Database:
                     for r in rows
                 ],
             )
-            await self._add_point_stats(experiment_id, _stats_of_rows(map(_as_result, rows)))
+            await self._add_point_stats(experiment_id, _stats_of_rows(map(as_result_row, rows)))
             await conn.execute(
                 "UPDATE experiments SET replications_used = replications_used + ?"
                 " WHERE experiment_id = ?",
@@ -1125,7 +1125,7 @@ def _experiment_row(row: sqlite3.Row) -> ExperimentRow:
     )
 
 
-def _as_result(row: ExperimentRow) -> ResultRow:
+def as_result_row(row: ExperimentRow) -> ResultRow:
     """An experiment row in the shape the shared statistics code reads (point as scenario)."""
     return ResultRow(
         scenario_id=row["point_id"],

@@ -61,7 +61,7 @@ async def batch_values(
     arrays = {k: np.full(shape, math.nan) for k in kpis}
     where = {pid: i for i, pid in enumerate(batch.units)}
     for row in rows:
-        values = db.kpi_values(_as_result(row))
+        values = db.kpi_values(db.as_result_row(row))
         for k in kpis:
             if k not in values:
                 raise sim.ModelError(f"the model returned no {k!r}")
@@ -138,17 +138,6 @@ def procedure_for(
     if plan.search is not None:
         return SearchProcedure(database, experiment_id, plan, units)
     return SelectionProcedure(database, experiment_id, plan.problem, sorted(units), plan.budget)
-
-
-def _as_result(row: db.ExperimentRow) -> db.ResultRow:
-    return db.ResultRow(
-        scenario_id=row["point_id"],
-        replication=row["replication"],
-        seed=None,
-        total_labor_costs=row["total_labor_costs"],
-        ontime_delivery_rate=row["ontime_delivery_rate"],
-        metrics=row["metrics"],
-    )
 
 
 # -- search ---------------------------------------------------------------------------

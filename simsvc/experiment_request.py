@@ -253,52 +253,44 @@ def problem_of(body: Mapping[str, Any], model: Model) -> Problem | None:
 
 
 def _problem(body: Mapping[str, Any], model: Model) -> Problem:
+    """The selection problem; InvalidInput for a KPI, direction or amount that is wrong."""
+    kpi = body["objective"]["kpi"]
     directions = {k["name"]: k["direction"] for k in model.kpis}
+    direction = body["objective"].get("direction", directions.get(kpi))
+    errors = _kpi_errors(body, model)
+    if kpi in model.outputs and direction is None:
+        message = f"{kpi} has no direction of its own: give min or max"
+        errors.append(FieldError(field="objective.direction", message=message))
+    if errors:
+        raise InvalidInput(errors)
+    indifference = body["indifference"]
+    constraints = tuple(
+        Constraint(c["kpi"], c["op"], float(c["value"]), float(indifference[c["kpi"]]))
+        for c in body.get("constraints", [])
+    )
+    confidence, n0 = float(body.get("confidence", 0.95)), int(body.get("first_stage", 10))
+    return Problem(kpi, direction, float(indifference[kpi]), constraints, confidence, n0)
+
+
+def _kpi_errors(body: Mapping[str, Any], model: Model) -> list[FieldError]:
+    """Unknown KPIs, and indifference amounts missing or given for KPIs not in play."""
     outputs = set(model.outputs)
-    errors: list[FieldError] = []
-    objective = body["objective"]
-    kpi = objective["kpi"]
-    direction = objective.get("direction", directions.get(kpi))
-    if kpi not in outputs:
-        errors.append(_unknown_kpi("objective.kpi", kpi, model))
-    elif direction is None:
-        errors.append(
-            FieldError(
-                field="objective.direction",
-                message=f"{kpi} has no direction of its own: give min or max",
-            )
-        )
+    kpi = body["objective"]["kpi"]
+    errors = [] if kpi in outputs else [_unknown_kpi("objective.kpi", kpi, model)]
     for i, c in enumerate(body.get("constraints", [])):
         if c["kpi"] not in outputs:
             errors.append(_unknown_kpi(f"constraints[{i}].kpi", c["kpi"], model))
     indifference = body.get("indifference", {})
     named = [kpi, *(c["kpi"] for c in body.get("constraints", []))]
-    errors += [
-        FieldError(
-            field=f"indifference.{k}", message=f"{k} is neither the objective nor constrained"
-        )
-        for k in indifference
-        if k not in named
-    ]
-    errors += [
-        FieldError(field=f"indifference.{k}", message=f"an indifference amount for {k} is required")
-        for k in dict.fromkeys(named)
-        if k in outputs and k not in indifference
-    ]
-    if errors:
-        raise InvalidInput(errors)
-    constraints = tuple(
-        Constraint(c["kpi"], c["op"], float(c["value"]), float(indifference[c["kpi"]]))
-        for c in body.get("constraints", [])
-    )
-    return Problem(
-        kpi,
-        direction,
-        float(indifference[kpi]),
-        constraints,
-        float(body.get("confidence", 0.95)),
-        int(body.get("first_stage", 10)),
-    )
+    for k in indifference:
+        if k not in named:
+            message = f"{k} is neither the objective nor constrained"
+            errors.append(FieldError(field=f"indifference.{k}", message=message))
+    for k in dict.fromkeys(named):
+        if k in outputs and k not in indifference:
+            message = f"an indifference amount for {k} is required"
+            errors.append(FieldError(field=f"indifference.{k}", message=message))
+    return errors
 
 
 def _unknown_kpi(field: str, kpi: str, model: Model) -> FieldError:
