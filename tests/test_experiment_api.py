@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from simsvc import sim
+from simsvc import db, sim
 from simsvc.web import Config, create_app
 
 from .conftest import Client, MakeClient, start_run, wait_for_run
@@ -482,3 +482,25 @@ async def test_the_readme_example_answers_as_the_readme_says(make_client: MakeCl
     statement = view["recommendation"]["statement"]
     assert " ".join(statement.split()) == " ".join(shown.split())
     assert view["recommendation"]["params"]["workers"] == 6
+
+
+async def test_an_experiment_left_running_by_a_crash_is_interrupted_and_resumes(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "crashed.db"
+    database = await db.Database.open(path)
+    points = [{**sim.WAREHOUSE.defaults, "workers": w, "shift_hours": 4} for w in (4, 5)]
+    request = {**SWEEP, "factors": {"workers": {"values": [4, 5]}}, "replications": 3}
+    created = await database.create_experiment("sweep", "warehouse", "1.0.0", 7, request, points)
+    await database.set_experiment_status(created["experiment_id"], "running")
+    await database.close()
+    client = await make_client(db_path=str(path))
+    eid = created["experiment_id"]
+    view = await (await client.get(f"/api/experiments/{eid}")).json()
+    assert view["status"] == "interrupted"
+    async with client.ws_connect("/ws/events") as ws:
+        await ws.receive(timeout=10)
+        assert (await client.post(f"/api/experiments/{eid}/resume")).status == 202
+        await events_until_end(ws, eid)
+    view = await (await client.get(f"/api/experiments/{eid}")).json()
+    assert (view["status"], view["replications_used"]) == ("completed", 6)
