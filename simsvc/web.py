@@ -24,6 +24,9 @@ from . import (
     __version__,
     analysis,
     db,
+    experiment_request,
+    experiment_view,
+    explore,
     jsontext,
     lockfile,
     runs,
@@ -42,6 +45,7 @@ from .openapi import (
     MAX_SQLITE_INT,
     MAX_WS_MESSAGE_BYTES,
     RUN_REQUEST,
+    SAVE_POINT_REQUEST,
     SCENARIO_CREATE,
     SCENARIO_PATCH,
     SELECT_QUERY,
@@ -102,6 +106,8 @@ CHECKERS = web.AppKey("checkers", dict[str, Checker])
 SPEC = web.AppKey("spec", dict[str, Any])
 PARAMS = web.AppKey("params", sim.ParamsChecker)
 REPLAY_SLOT = web.AppKey("replay_slot", asyncio.Lock)
+EXPLORER = web.AppKey("explorer", explore.Explorer)
+EXPERIMENT_VIEWS = web.AppKey("experiment_views", experiment_view.ViewCache)
 
 
 class BadRequest(Exception):
@@ -514,6 +520,122 @@ async def select_best(request: web.Request) -> web.Response:
     return json_response({"run_id": run["run_id"], **selection})
 
 
+# -- experiments over a parameter space -----------------------------------------------
+
+
+def _experiment_location(experiment: db.Experiment) -> dict[str, str]:
+    return {"Location": f"/api/experiments/{experiment['experiment_id']}"}
+
+
+async def _experiment_view(app: web.Application, experiment: db.Experiment) -> dict[str, Any]:
+    database, eid = app[DB], experiment["experiment_id"]
+    points = await database.experiment_points(eid)
+    point_stats = await database.experiment_stats(eid)
+    model = app[MODELS].get(experiment["model"])
+    problem = None if model is None else experiment_request.problem_of(experiment["request"], model)
+    # Off the loop: a sweep can have 10,000 points.
+    views = await asyncio.to_thread(
+        experiment_view.point_views, points, point_stats, experiment["outcome"]
+    )
+    return await asyncio.to_thread(experiment_view.experiment_view, experiment, problem, views)
+
+
+async def start_experiment(request: web.Request) -> web.Response:
+    app = request.app
+    body = await read_json(request, app[CHECKERS]["experiment"])
+    experiment = await app[EXPLORER].create(body)
+    view = explore.summary(experiment)
+    return json_response(view, status=202, headers=_experiment_location(experiment))
+
+
+async def list_experiments(request: web.Request) -> web.Response:
+    experiments_ = await request.app[DB].list_experiments()
+    return json_response([explore.summary(e) for e in experiments_])
+
+
+async def get_experiment(request: web.Request) -> web.Response:
+    app = request.app
+    experiment = await app[DB].get_experiment(path_id(request, "experiment_id"))
+    # A finished experiment no longer changes: its answer is built once.
+    key = experiment_view.cache_key(experiment)
+    body = app[EXPERIMENT_VIEWS].get(key) if key is not None else None
+    if body is None:
+        view = await _experiment_view(app, experiment)
+        body = await asyncio.to_thread(_encode, view)
+        if key is not None:
+            app[EXPERIMENT_VIEWS].put(key, body)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def _encode(value: Any) -> bytes:
+    return jsontext.dumps(value).encode("utf-8")
+
+
+async def cancel_experiment(request: web.Request) -> web.Response:
+    experiment = await request.app[EXPLORER].cancel(path_id(request, "experiment_id"))
+    return json_response(explore.summary(experiment))
+
+
+async def resume_experiment(request: web.Request) -> web.Response:
+    experiment = await request.app[EXPLORER].resume(path_id(request, "experiment_id"))
+    return json_response(
+        explore.summary(experiment), status=202, headers=_experiment_location(experiment)
+    )
+
+
+async def experiment_results(request: web.Request) -> web.StreamResponse:
+    """Every replication, the point's params as columns; streamed a batch at a time."""
+    app, eid = request.app, path_id(request, "experiment_id")
+    fmt = request.query.get("format")
+    if fmt not in (None, "json", "csv"):
+        raise BadRequest("format must be json or csv")
+    experiment = await app[DB].get_experiment(eid)
+    points = await app[DB].experiment_points(eid)
+    model = app[MODELS].get(experiment["model"])
+    metrics = [o for o in model.outputs if o not in sim.HEADLINE_KPIS] if model else []
+    wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("Accept", ""))
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/csv; charset=utf-8" if wants_csv else "application/json"}
+    )
+    if wants_csv:
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="experiment-{eid}-results.csv"'
+        )
+    await response.prepare(request)
+    columns = experiment_view.result_columns(points, metrics)
+    first = True
+    await response.write(b"" if wants_csv else b"[")
+    async for rows in app[DB].experiment_rows(eid):
+        flat = experiment_view.flat_rows(rows, points, experiment["seed"])
+        if wants_csv:
+            text = experiment_view.csv_lines(flat, columns, header=first)
+        else:
+            text = ("" if first else ",") + jsontext.dumps(flat)[1:-1]
+        first = False
+        await response.write(text.encode("utf-8"))
+    if wants_csv and first:
+        await response.write(experiment_view.csv_lines([], columns, header=True).encode())
+    await response.write(b"" if wants_csv else b"]")
+    await response.write_eof()
+    return response
+
+
+async def save_point(request: web.Request) -> web.Response:
+    """Store one point of an experiment as a named scenario."""
+    app = request.app
+    eid, pid = path_id(request, "experiment_id"), path_id(request, "point_id")
+    experiment = await app[DB].get_experiment(eid)
+    params = await app[DB].experiment_point(eid, pid)
+    body = await read_json(request, app[CHECKERS]["save_point"])
+    scenario = await app[DB].create_scenario(
+        body["scenario_name"], experiment["model"], params, limit=MAX_SCENARIOS
+    )
+    _scenario_event(app, "created", scenario["scenario_id"], scenario)
+    return json_response(
+        scenario, status=201, headers={"Location": f"/api/scenarios/{scenario['scenario_id']}"}
+    )
+
+
 # -- results --------------------------------------------------------------------------
 
 
@@ -713,6 +835,7 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
         return "hello", {
             "version": __version__,
             "runs": [run_view(r) for r in await app[DB].list_runs(limit=50)],
+            "experiments": [explore.summary(e) for e in await app[DB].list_experiments(limit=50)],
             "results": await app[AGGREGATES].compute(),
             "scenarios": await app[DB].list_scenarios(),
             "models": [m.describe() for m in app[MODELS].values()],
@@ -810,6 +933,27 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
             log.warning("runs %s interrupted by shutdown", interrupted)
 
 
+async def explorer_ctx(app: web.Application) -> AsyncIterator[None]:
+    database = app[DB]
+    interrupted = await database.interrupt_active_experiments()
+    if interrupted:
+        log.warning("experiments %s were left unfinished: now interrupted", interrupted)
+    hub = app[EVENTS_HUB]
+    models: dict[str, sim.Model] = app[MODELS]
+
+    def runner() -> Runner:
+        return app[RUNS].runner
+
+    app[EXPLORER] = explore.Explorer(database, runner, models, app[PARAMS], hub.broadcast_event)
+    try:
+        yield
+    finally:
+        # The runner has closed by now (it opened later), stopping every experiment.
+        interrupted = await database.interrupt_active_experiments()
+        if interrupted:
+            log.warning("experiments %s interrupted by shutdown", interrupted)
+
+
 async def close_sockets(app: web.Application) -> None:
     await asyncio.gather(app[RESULTS_HUB].close_all(), app[EVENTS_HUB].close_all())
 
@@ -844,14 +988,18 @@ def create_app(
         "scenario_patch": Checker(SCENARIO_PATCH),
         "ingest": Checker(INGEST_REQUEST),
         "extend": Checker(EXTEND_REQUEST),
+        "experiment": Checker(experiment_request.EXPERIMENT_REQUEST),
+        "save_point": Checker(SAVE_POINT_REQUEST),
         **{name: Checker(schema) for name, schema in QUERIES.items()},
     }
     app[REPLAY_SLOT] = asyncio.Lock()
+    app[EXPERIMENT_VIEWS] = experiment_view.ViewCache()
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")
-    app.cleanup_ctx.extend([executor_ctx, database_ctx, runner_ctx])
+    app.cleanup_ctx.extend([executor_ctx, database_ctx, explorer_ctx, runner_ctx])
     app.on_shutdown.extend([interrupt_runs, close_sockets])
     run, scenario = _ID_PATTERN % "run_id", _ID_PATTERN % "scenario_id"
+    experiment, point = _ID_PATTERN % "experiment_id", _ID_PATTERN % "point_id"
     app.add_routes(
         [
             web.get("/", index),
@@ -883,6 +1031,13 @@ def create_app(
                 replay_replication,
                 name=REPLAY_ROUTE,
             ),
+            web.get("/api/experiments", list_experiments),
+            web.post("/api/experiments", start_experiment),
+            web.get(f"/api/experiments/{experiment}", get_experiment),
+            web.post(f"/api/experiments/{experiment}/cancel", cancel_experiment),
+            web.post(f"/api/experiments/{experiment}/resume", resume_experiment),
+            web.get(f"/api/experiments/{experiment}/results", experiment_results),
+            web.post(f"/api/experiments/{experiment}/points/{point}/scenario", save_point),
             web.get("/api/results", get_results),
             web.post("/api/results", ingest_results),
             web.post("/api/notify-completion", notify_completion),
