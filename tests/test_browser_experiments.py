@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from .browser_support import WAIT_MS, OpenPage, Server, screenshot
+from .browser_support import WAIT_MS, OpenPage, Server, axe_violations, screenshot
 
 
 def start_experiment(server: Server, body: dict[str, Any]) -> int:
@@ -99,3 +99,6 @@ def test_optimization_shows_feasibility_pareto_front_and_the_recommendation(
     expect(chart).to_contain_text(f"★ #{recommendation['point_id']}")
     page.locator("#experiments").scroll_into_view_if_needed()
     screenshot(page, "dashboard-optimization")
+    for width in (1366, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert axe_violations(page) == [], width

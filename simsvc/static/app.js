@@ -162,7 +162,7 @@ function createLiveItem(run) {
     h("div", { class: "live-head", tabindex: "-1" }, h("strong", {}, `#${id}`), " ", h("span", { class: "badge" }), " ", h("span", { class: "muted names" })),
     h("label", { for: `progress-${id}`, class: "visually-hidden" }, t("live.progress", { id })),
     h("progress", { id: `progress-${id}` }),
-    h("div", { class: "live-foot" }, h("span", { class: "count" }), h("span", { class: "pct" }), h("span", { class: "rate muted" }), h("span", { class: "eta muted" }), h("span", { class: "precision muted" }), cancel, resume),
+    h("div", { class: "live-foot" }, h("span", { class: "count" }), h("span", { class: "pct" }), h("span", { class: "rate muted" }), h("span", { class: "eta muted" }), h("span", { class: "precision muted" }), h("span", { class: "waiting" }), cancel, resume),
   );
 }
 
@@ -186,8 +186,15 @@ function updateLiveItem(node, run) {
   setText(node.querySelector(".rate"), rate ? t("live.rate", { rate: count(Math.round(rate)) }) : "");
   setText(node.querySelector(".eta"), rate && !precise ? t("live.eta", { eta: duration((run.total - run.done) / rate) }) : "");
   setText(node.querySelector(".precision"), precise ? precisionText(run) : "");
+  setText(node.querySelector(".waiting"), active && run.waiting ? waitingText(run.waiting) : "");
   syncButton(node, ".cancel", active && !state.offline);
   syncButton(node, ".resume", run.status === "interrupted" && !state.offline);
+}
+
+/** A run on a cluster with no worker: said, with the time it started waiting. */
+function waitingText(since) {
+  if (since === true) return t("live.waiting");
+  return t("live.waitingSince", { since: new Intl.DateTimeFormat(language(), { timeStyle: "medium" }).format(new Date(since)) });
 }
 
 function precisionText(run) {
@@ -435,7 +442,8 @@ const handlers = {
     if (run && TERMINAL.has(run.status)) return;
     if (run) {
       const replications = e.total / Math.max(run.scenario_ids.length, 1);
-      const updated = { ...run, status: "running", done: Math.max(run.done, e.done), total: e.total, replications: run.precision ? replications : run.replications };
+      const waiting = e.waiting_for_workers ? e.waiting_since ?? true : null;
+      const updated = { ...run, status: "running", done: Math.max(run.done, e.done), total: e.total, replications: run.precision ? replications : run.replications, waiting };
       state.runs.set(e.run_id, updated);
       noteProgress(updated);
     }
