@@ -9,6 +9,7 @@ import math
 import statistics
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from .browser_support import OpenPage, Server, axe_violations, screenshot, wait_until_ended
@@ -273,3 +274,31 @@ def test_keyboard_reaches_everything_with_a_visible_focus(
     size = page.locator('#run-scenarios input[type="checkbox"]').first.bounding_box()
     assert size is not None
     assert math.floor(size["width"]) >= 18
+
+
+def test_all_stored_results_say_what_they_pool_and_flag_doubtful_intervals(
+    open_page: OpenPage, server: Server
+) -> None:
+    page = open_page()
+    for seed in (101, 102):
+        run_id = start_run(server, {"scenario_ids": [2], "replications": 4, "seed": seed})
+        wait_until_ended(page, run_id)
+    results = server.api("GET", "/api/results").json()
+    if "run_ids" not in results[0]:
+        pytest.skip("this server's pooled results do not say what they pool")
+    page.locator("#results-view").select_option("all")
+    for entry in results:
+        row = page.locator(f'#results-table tr[data-scenario-id="{entry["scenario_id"]}"]')
+        expect(row.locator("td.pools")).to_contain_text(
+            ", ".join(f"#{i}" for i in entry["run_ids"])
+        )
+        for kpi in ("total_labor_costs", "ontime_delivery_rate"):
+            cell = row.locator(f'td[data-kpi="{kpi}"]')
+            if entry["metrics"][kpi].get("normal_doubtful"):
+                expect(cell.locator(".doubt")).to_have_count(1)
+            else:
+                expect(cell.locator(".doubt")).to_have_count(0)
+    assert any(e["metrics"]["ontime_delivery_rate"].get("normal_doubtful") for e in results)
+    expect(page.locator("#results-doubt")).to_contain_text("may be too narrow")
+    # Pooled results of several runs are not one experiment: no ★ for them.
+    expect(page.locator("#results-table .best-mark")).to_have_count(0)
