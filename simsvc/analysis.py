@@ -25,7 +25,22 @@ Verdict = Literal["better", "worse", "no_significant_difference"]
 Samples = dict[str, dict[int, dict[int, float]]]
 
 DEFAULT_MIN_REPLICATIONS = 10
+# The smallest first batch of a sequential procedure: Law & Kelton ("Simulation Modeling
+# and Analysis", section 9.4.1) advise n0 >= 10, so that the variance estimate behind the
+# stopping rule is not too noisy; with n0 = 2 coverage fell to 0.87-0.89.
+MIN_FIRST_BATCH = 10
 DEFAULT_MAX_REPLICATIONS = 5000
+# What a precision run says of its final interval (docs/analytics.md, bench/coverage.py).
+FINAL_INTERVAL_NOTE = {
+    "approximate": True,
+    "nominal_coverage": 0.95,
+    "measured_coverage": "MEASURED",
+    "note": (
+        "The run stopped when its own data met the targets, so its final 95% t-intervals "
+        "are approximate: a sequential procedure's stopping time depends on the variance "
+        "estimate. A zero sample variance never meets a target."
+    ),
+}
 # Each precision batch grows the count by at least this share, so that a projection that
 # keeps falling just short does not cost one round trip per replication.
 MIN_GROWTH = 0.05
@@ -82,6 +97,7 @@ class Precision:
             "targets": self.targets,
             "min_replications": self.min_replications,
             "max_replications": self.max_replications,
+            "final_interval": FINAL_INTERVAL_NOTE,
         }
 
     @classmethod
@@ -100,6 +116,23 @@ def parse_precision(value: Mapping[str, Any], outputs: Mapping[int, Sequence[str
     """A schema-checked precision request, checked against the outputs of each scenario."""
     precision = Precision.from_json(value)
     errors: list[FieldError] = []
+    if precision.max_replications < MIN_FIRST_BATCH:
+        errors.append(
+            FieldError(
+                field="precision.max_replications",
+                message=f"{precision.max_replications} is less than {MIN_FIRST_BATCH}: a "
+                f"precision run needs a first batch of at least {MIN_FIRST_BATCH}",
+            )
+        )
+    elif precision.min_replications < MIN_FIRST_BATCH:
+        errors.append(
+            FieldError(
+                field="precision.min_replications",
+                message=f"the first batch (min_replications, or replications beside "
+                f"precision) is {precision.min_replications}; it must be at least "
+                f"{MIN_FIRST_BATCH} (Law & Kelton)",
+            )
+        )
     if precision.min_replications > precision.max_replications:
         errors.append(
             FieldError(
@@ -150,10 +183,19 @@ def precision_report(
                     mean=_finite(m.mean) if m.n else None,
                     half_width=_finite(hw),
                     required_half_width=_finite(required),
-                    met=hw is not None and required is not None and hw <= required,
+                    met=_met(m.n, hw, required),
                 )
             )
     return report
+
+
+def _met(n: int, hw: float | None, required: float | None) -> bool:
+    """A target is met by a positive half-width within it, from a full first batch on:
+    a zero sample variance says the batch was too small to show the spread, not that
+    the mean is known exactly."""
+    if n < MIN_FIRST_BATCH or hw is None or required is None:
+        return False
+    return 0 < hw <= required
 
 
 def _finite(value: float | None) -> float | None:
@@ -177,7 +219,7 @@ def next_count(
 def _projected(check: TargetCheck, n: int) -> int:
     """Replications that would meet the target if the standard deviation held (h ~ 1/sqrt(n))."""
     hw, required = check["half_width"], check["required_half_width"]
-    if hw is None or not required:
+    if not hw or not required:
         return 2 * n
     return math.ceil(n * (hw / required) ** 2)
 

@@ -86,7 +86,7 @@ CREATE TABLE kpi_stats (
 # a replication sent twice is found; moments gain the third central moment (skewness).
 _SCHEMA_2 = """
 ALTER TABLE results ADD COLUMN config TEXT;
-ALTER TABLE kpi_stats ADD COLUMN m3 REAL NOT NULL DEFAULT 0;
+ALTER TABLE kpi_stats ADD COLUMN m3 REAL DEFAULT 0;
 CREATE INDEX results_ingested ON results (scenario_id, config, replication) WHERE run_id IS NULL;
 """
 
@@ -182,8 +182,15 @@ class Moments:
             return cls(0, 0.0, 0.0, 0.0)
         mean = math.fsum(values) / n
         m2 = math.fsum((v - mean) ** 2 for v in values)
-        m3 = math.fsum((v - mean) ** 3 for v in values)
-        return cls(n, mean, m2, m3)
+        return cls(n, mean, m2, _cubes(values, mean))
+
+
+def _cubes(values: Sequence[float], mean: float) -> float:
+    """The sum of cubed deviations; NaN (stored as NULL: unknown) when it overflows."""
+    try:
+        return math.fsum((v - mean) * (v - mean) * (v - mean) for v in values)
+    except (OverflowError, ValueError):
+        return math.nan
 
 
 # scenario_id -> kpi -> moments
@@ -264,7 +271,8 @@ def _stored_moments(rows: Iterable[sqlite3.Row]) -> dict[tuple[int, int], dict[s
     """kpi_stats rows (run_key, scenario_id, kpi, n, mean, m2, m3) by (run_key, scenario)."""
     out: dict[tuple[int, int], dict[str, Moments]] = {}
     for run_key, sid, kpi, n, mean, m2, m3 in rows:
-        out.setdefault((int(run_key), int(sid)), {})[kpi] = Moments(n, mean, m2, m3)
+        third = math.nan if m3 is None else m3  # NULL: overflowed, unknown
+        out.setdefault((int(run_key), int(sid)), {})[kpi] = Moments(n, mean, m2, third)
     return out
 
 

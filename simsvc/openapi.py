@@ -68,15 +68,15 @@ PRECISION: dict[str, Any] = {
         },
         "min_replications": {
             "type": "integer",
-            "minimum": 2,
+            "minimum": 10,
             "maximum": MAX_REPLICATIONS,
             "default": 10,
-            "description": "replications per scenario of the first batch "
-            "(default 10, or max_replications if that is smaller)",
+            "description": "replications per scenario of the first batch (default and "
+            "least 10, as Law & Kelton advise for sequential procedures)",
         },
         "max_replications": {
             "type": "integer",
-            "minimum": 2,
+            "minimum": 10,
             "maximum": MAX_REPLICATIONS,
             "default": 5000,
             "description": "stop here even if a target is not met",
@@ -333,7 +333,17 @@ RUN: dict[str, Any] = {
             "type": "object",
             "description": "the params snapshot the run used, by scenario_id",
         },
-        "precision": PRECISION,
+        "precision": {
+            **PRECISION,
+            "properties": {
+                **PRECISION["properties"],
+                "final_interval": {
+                    "type": "object",
+                    "description": "the final intervals of a sequential run are approximate: "
+                    "their measured coverage of the nominal 95%",
+                },
+            },
+        },
         "precision_report": {
             "type": "array",
             "items": {"type": "object"},

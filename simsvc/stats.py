@@ -54,10 +54,10 @@ def half_width(m: Moments, confidence: float = 0.95) -> float | None:
 
 def skewness(m: Moments) -> float | None:
     """The adjusted Fisher-Pearson sample skewness G1; None below 3 values or without spread."""
-    if m.n < 3 or m.m2 <= 0:
+    if m.n < 3 or not m.m2 > 0:
         return None
-    g1 = (m.m3 / m.n) / (m.m2 / m.n) ** 1.5
-    return math.sqrt(m.n * (m.n - 1)) / (m.n - 2) * g1
+    g = math.sqrt(m.n * (m.n - 1)) / (m.n - 2) * (m.m3 / m.n) / (m.m2 / m.n) ** 1.5
+    return g if math.isfinite(g) else None
 
 
 def normal_doubtful(m: Moments) -> bool | None:
@@ -71,10 +71,11 @@ def normal_doubtful(m: Moments) -> bool | None:
 
 def johnson_shift(m: Moments) -> float:
     """Johnson's (1978) skewness correction of the mean, mu3 / (6 s^2 n); 0 below 3 values."""
-    if m.n < 3 or m.m2 <= 0:
+    if m.n < 3 or not m.m2 > 0:
         return 0.0
     mu3 = m.n * m.m3 / ((m.n - 1) * (m.n - 2))  # unbiased third central moment
-    return mu3 / (6.0 * (m.m2 / (m.n - 1)) * m.n)
+    shift = mu3 / (6.0 * (m.m2 / (m.n - 1)) * m.n)
+    return shift if math.isfinite(shift) else 0.0
 
 
 def interval(m: Moments, kind: IntervalKind = "t", confidence: float = 0.95) -> list[float] | None:
