@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from .db import Moments, ResultRow, kpi_values
 from .schema import FieldError, InvalidInput
@@ -21,6 +22,8 @@ from .stats import half_width, std, t_quantile
 
 Direction = Literal["min", "max"]
 Verdict = Literal["better", "worse", "no_significant_difference"]
+Familywise = Literal["holm", "bonferroni", "none"]
+FAMILYWISE_METHODS: tuple[Familywise, ...] = ("holm", "bonferroni", "none")
 # kpi -> scenario_id -> replication -> value
 Samples = dict[str, dict[int, dict[int, float]]]
 
@@ -242,6 +245,10 @@ class Comparison(TypedDict):
     paired_to_welch_width: float | None
     correlation: float | None
     verdict: Verdict
+    p_value: float | None
+    familywise_p_value: float | None
+    familywise_ci95: list[float] | None
+    familywise_verdict: Verdict
 
 
 def _interval(centre: float, hw: float | None) -> list[float] | None:
@@ -310,6 +317,7 @@ def compare_pair(
     mx, my = _moments(x), _moments(y)
     paired, welch = half_width(diff), welch_half_width(mx, my)
     paired_ci = _interval(diff.mean, paired)
+    judged = verdict(paired_ci, direction)
     return Comparison(
         scenario_id=scenario_id,
         kpi=kpi,
@@ -324,8 +332,66 @@ def compare_pair(
         welch_half_width=welch,
         paired_to_welch_width=paired / welch if paired is not None and welch else None,
         correlation=_correlation(x, y),
-        verdict=verdict(paired_ci, direction),
+        verdict=judged,
+        p_value=_paired_p_value(diff),
+        familywise_p_value=None,
+        familywise_ci95=paired_ci,
+        familywise_verdict=judged,
     )
+
+
+def _paired_p_value(diff: Moments) -> float | None:
+    """Two-sided p-value of the paired t-test of a zero mean difference."""
+    s = std(diff)
+    if s is None:
+        return None
+    if s == 0:
+        return 1.0 if diff.mean == 0 else 0.0
+    t = abs(diff.mean) / (s / math.sqrt(diff.n))
+    return float(2.0 * scipy_stats.t.sf(t, diff.n - 1))
+
+
+def adjust_familywise(
+    comparisons: Sequence[Comparison], method: Familywise, confidence: float = 0.95
+) -> int:
+    """Judge the comparisons as one family, in place; returns the family size m.
+
+    Holm's (1979) step-down and Bonferroni both keep the chance of any false verdict
+    among the m tests at most 1 - confidence. `familywise_ci95` is the Bonferroni
+    simultaneous interval (t at 1 - alpha / (2m)) under either; Holm, which rejects at
+    least what Bonferroni rejects, has no simple intervals of its own.
+    """
+    family = [c for c in comparisons if c["p_value"] is not None]
+    m = len(family)
+    if method == "none" or m == 0:
+        return m
+    alpha = 1.0 - confidence
+    running = 0.0
+    for rank, c in enumerate(sorted(family, key=lambda c: c["p_value"] or 0.0)):
+        p = c["p_value"] or 0.0
+        factor = m - rank if method == "holm" else m
+        running = max(running, min(1.0, factor * p)) if method == "holm" else min(1.0, m * p)
+        c["familywise_p_value"] = running
+        hw = half_width_of(c, 1.0 - alpha / m)
+        c["familywise_ci95"] = _interval(c["mean_difference"] or 0.0, hw)
+        if running > alpha:
+            c["familywise_verdict"] = "no_significant_difference"
+        else:
+            c["familywise_verdict"] = verdict(_side(c["mean_difference"] or 0.0), c["direction"])
+    return m
+
+
+def half_width_of(c: Comparison, confidence: float) -> float | None:
+    """The paired half-width of a comparison at another confidence, from its 95% one."""
+    hw, n = c["paired_half_width"], c["n"]
+    if hw is None or n < 2:
+        return None
+    return hw / t_quantile(0.975, n - 1) * t_quantile(0.5 + confidence / 2, n - 1)
+
+
+def _side(difference: float) -> list[float]:
+    # An interval clear of zero on the difference's side, for `verdict`.
+    return [difference, difference] if difference != 0 else [-1.0, 1.0]
 
 
 def _correlation(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -146,6 +146,13 @@ COMPARE_QUERY: dict[str, Any] = {
     "required": ["baseline"],
     "properties": {
         "baseline": {**_ID, "description": "a scenario_id of the run"},
+        "familywise": {
+            "enum": ["holm", "bonferroni", "none"],
+            "default": "holm",
+            "description": "how familywise_verdict controls the chance of any false verdict "
+            "among all the comparisons of the answer: Holm's step-down (default), Bonferroni, "
+            "or none; `verdict` is always the single 95% paired interval's",
+        },
     },
 }
 
@@ -408,6 +415,19 @@ COMPARISON: dict[str, Any] = {
             "description": "correlation of the paired replications (common random numbers)",
         },
         "verdict": {"enum": ["better", "worse", "no_significant_difference"]},
+        "p_value": {**_NULLABLE_NUMBER, "description": "two-sided paired t-test p-value"},
+        "familywise_p_value": {
+            **_NULLABLE_NUMBER,
+            "description": "p-value adjusted for the family (Holm or Bonferroni)",
+        },
+        "familywise_ci95": {
+            **_INTERVAL,
+            "description": "Bonferroni simultaneous interval over the family",
+        },
+        "familywise_verdict": {
+            "enum": ["better", "worse", "no_significant_difference"],
+            "description": "the verdict with the family's error rate at most 5%",
+        },
     },
 }
 
@@ -737,6 +757,8 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                 "run_id": {"type": "integer"},
                 "baseline": {"type": "integer"},
                 "confidence": {"type": "number"},
+                "familywise": {"enum": ["holm", "bonferroni", "none"]},
+                "family_size": {"type": "integer"},
                 "comparisons": {"type": "array", "items": _ref("Comparison")},
             },
         },
@@ -781,6 +803,20 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                     "type": "array",
                     "items": {"type": "string"},
                     "description": "other numeric outputs (no direction)",
+                },
+                "conventions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "output": {"type": "string"},
+                            "when": {"type": "string"},
+                            "value": {"type": "number"},
+                            "note": {"type": "string"},
+                        },
+                    },
+                    "description": "how an output is defined where its formula has no value "
+                    "(for example a rate over zero orders), and when that biases its mean",
                 },
             },
         },

@@ -536,7 +536,8 @@ def read_query(request: web.Request, name: str) -> dict[str, Any]:
 async def compare_scenarios(request: web.Request) -> web.Response:
     app = request.app
     run = await app[DB].get_run(path_id(request, "run_id"))
-    baseline = read_query(request, "compare")["baseline"]
+    query = read_query(request, "compare")
+    baseline, familywise = query["baseline"], query["familywise"]
     if baseline not in run["scenario_ids"]:
         message = f"scenario {baseline} is not part of run {run['run_id']} {run['scenario_ids']}"
         raise InvalidInput([FieldError(field="baseline", message=message)], BAD_QUERY)
@@ -545,11 +546,14 @@ async def compare_scenarios(request: web.Request) -> web.Response:
     comparisons = await asyncio.to_thread(
         analysis.compare_run, rows, run["scenario_ids"], baseline, directions
     )
+    family_size = analysis.adjust_familywise(comparisons, familywise)
     return json_response(
         {
             "run_id": run["run_id"],
             "baseline": baseline,
             "confidence": 0.95,
+            "familywise": familywise,
+            "family_size": family_size,
             "comparisons": comparisons,
         }
     )
