@@ -371,7 +371,9 @@ class Database:
             await self._write_stats(run_id, await self._run_stats_unlocked(run_id))
         await self._conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (INGESTED,))
         async with self._conn.execute("SELECT scenario_id, model, params FROM scenarios") as cur:
-            scenarios = [(int(r[0]), config_key(r[1], json.loads(r[2]))) for r in await cur.fetchall()]
+            scenarios = [
+                (int(r[0]), config_key(r[1], json.loads(r[2]))) for r in await cur.fetchall()
+            ]
         for sid, key in scenarios:
             await self._conn.execute(
                 "UPDATE results SET config = ? WHERE run_id IS NULL AND scenario_id = ?", (key, sid)
@@ -646,21 +648,12 @@ class Database:
         async with self._conn.execute("SELECT scenario_id, model, params FROM scenarios") as cur:
             return {int(r[0]): config_key(r[1], json.loads(r[2])) for r in await cur.fetchall()}
 
-    async def _refuse_ingested_twice(self, rows: Sequence[ResultRow], keys: Mapping[int, str]) -> None:
+    async def _refuse_ingested_twice(
+        self, rows: Sequence[ResultRow], keys: Mapping[int, str]
+    ) -> None:
         """422 for a replication named twice in one request, 409 for one already stored
         under the scenario's current params: a replication is one draw, counted once."""
-        first: dict[tuple[int, int], int] = {}
-        errors = []
-        for i, r in enumerate(rows):
-            seen = first.setdefault((r["scenario_id"], r["replication"]), i)
-            if seen != i:
-                message = f"replication {r['replication']} of scenario {r['scenario_id']} is also row [{seen}]"
-                errors.append({"field": f"[{i}].replication", "message": message})
-        if errors:
-            raise InvalidRows(errors)
-        by_scenario: dict[int, list[int]] = {}
-        for sid, replication in first:
-            by_scenario.setdefault(sid, []).append(replication)
+        by_scenario = _replications_once(rows)
         for sid, reps in sorted(by_scenario.items()):
             async with self._conn.execute(
                 "SELECT replication FROM results WHERE run_id IS NULL AND scenario_id = ?"
@@ -767,7 +760,7 @@ class Database:
             for sid, (model, params, key) in scenarios.items():
                 having = [r for r in runs if (r.run_id, sid) in stored and sid in r.configs]
                 pooled, cover = await self._pool_unlocked(sid, key, having, stored)
-                cover.update(model=model, params=params)
+                cover["model"], cover["params"] = model, params
                 if pooled:
                     stats[sid], coverage[sid] = pooled, cover
             return stats, coverage
@@ -807,7 +800,9 @@ class Database:
         )
         return pooled, cover
 
-    async def _distinct_draws_unlocked(self, sid: int, run_ids: Sequence[int]) -> dict[str, Moments]:
+    async def _distinct_draws_unlocked(
+        self, sid: int, run_ids: Sequence[int]
+    ) -> dict[str, Moments]:
         """Moments over the distinct replications of runs that share a seed, from their rows."""
         samples: Samples = {}
         marks = ", ".join("?" * len(run_ids))
@@ -965,6 +960,25 @@ def _result_tuples(
         )
         for r in rows
     ]
+
+
+def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:
+    """Each scenario's replications in a request; InvalidRows if one is named twice."""
+    first: dict[tuple[int, int], int] = {}
+    errors = []
+    for i, r in enumerate(rows):
+        seen = first.setdefault((r["scenario_id"], r["replication"]), i)
+        if seen != i:
+            message = (
+                f"replication {r['replication']} of scenario {r['scenario_id']} is also [{seen}]"
+            )
+            errors.append({"field": f"[{i}].replication", "message": message})
+    if errors:
+        raise InvalidRows(errors)
+    by_scenario: dict[int, list[int]] = {}
+    for sid, replication in first:
+        by_scenario.setdefault(sid, []).append(replication)
+    return by_scenario
 
 
 def _model_params(model_and_params: str) -> tuple[str, dict[str, Any]]:

@@ -136,7 +136,9 @@ async def test_ingested_rows_follow_the_params_they_were_sent_under(client: Clie
 
 async def test_a_run_keeps_the_names_it_ran_with_after_a_rename(client: Client) -> None:
     run_id = await _finished(client, scenario_ids=[1, 2], replications=3, seed=1)
-    await client.patch("/api/scenarios/1", json={"scenario_name": "改名後", "params": {"workers": 7}})
+    await client.patch(
+        "/api/scenarios/1", json={"scenario_name": "改名後", "params": {"workers": 7}}
+    )
     entry = _entry(await _get(client, f"/api/results?run_id={run_id}"), 1)
     assert entry["scenario_name"] == "現状シナリオ"
     assert entry["params"]["workers"] == 5
