@@ -251,7 +251,22 @@ SUMMARY: dict[str, Any] = {
         "n": {"type": "integer"},
         "mean": _NULLABLE_NUMBER,
         "std": _NULLABLE_NUMBER,
-        "ci95": _NULLABLE_NUMBER,
+        "ci95": {**_NULLABLE_NUMBER, "description": "Student-t 95% half-width"},
+        "skewness": {
+            **_NULLABLE_NUMBER,
+            "description": "adjusted Fisher-Pearson sample skewness G1 (null below 3 values "
+            "or without spread)",
+        },
+        "normal_doubtful": {
+            "type": ["boolean", "null"],
+            "description": "true when a t-interval is doubtful for this n: no spread at all, "
+            "or n < 25 * skewness^2 (Cochran's rule); null below 3 values",
+        },
+        "interval95": {
+            "type": ["array", "null"],
+            "items": {"type": "number"},
+            "description": "the 95% interval of the mean of the kind asked for (?interval=)",
+        },
     },
 }
 
@@ -278,10 +293,38 @@ AGGREGATE: dict[str, Any] = {
         "delivery_rate_std": _NULLABLE_NUMBER,
         "total_costs_ci95": _NULLABLE_NUMBER,
         "delivery_rate_ci95": _NULLABLE_NUMBER,
+        "model": {"type": "string"},
+        "params": {
+            "type": "object",
+            "description": "the params the entry's results were computed with: the run's "
+            "snapshot (?run_id=) or the scenario's current params (pooled)",
+        },
+        "run_ids": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "the runs whose results the entry holds",
+        },
+        "excluded_run_ids": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "runs of the scenario left out of the pooled entry: other params "
+            "or another model version",
+        },
+        "ingested_replications": {
+            "type": "integer",
+            "description": "replications from POST /api/results in the entry",
+        },
+        "interval": {"enum": ["t", "johnson"], "description": "the kind of interval95"},
+        "doubtful": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "KPIs and metrics whose normal approximation is doubtful",
+        },
         "metrics": {
             "type": "object",
             "additionalProperties": {"$ref": "#/components/schemas/Summary"},
-            "description": "n, mean, std and ci95 of every numeric KPI and metric",
+            "description": "n, mean, std, ci95, skewness, normal_doubtful and interval95 of "
+            "every numeric KPI and metric",
         },
     },
 }
@@ -469,6 +512,10 @@ RESULT_ROW: dict[str, Any] = {
     ],
     "properties": {
         "scenario_id": {"type": "integer"},
+        "scenario_name": {
+            "type": "string",
+            "description": "the name the run's snapshot recorded (run results only)",
+        },
         "replication": {"type": "integer"},
         "seed": {"type": ["integer", "null"]},
         "total_labor_costs": {"type": "number"},
@@ -546,6 +593,14 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
         "required": False,
         "schema": _ID,
         "description": "restrict the aggregates to one run",
+    }
+    interval_query = {
+        "name": "interval",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["t", "johnson"], "default": "t"},
+        "description": "the kind of each metric's interval95: Student-t, or Johnson's "
+        "modified t, which corrects for skewness (the *_ci95 fields stay Student-t)",
     }
     paths: dict[str, Any] = {
         "/api/health": {
@@ -702,21 +757,23 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
         },
         "/api/results": {
             "get": _operation(
-                "Per-scenario aggregates over all stored results (or one run's)",
+                "Per-scenario aggregates of one run, or pooled over the stored results "
+                "computed with each scenario's current params, each draw (seed, r) once",
                 {
                     "200": _json({"type": "array", "items": _ref("Aggregate")}),
-                    **_problems(400, 404),
+                    **_problems(400, 404, 422),
                 },
-                parameters=[run_query],
+                parameters=[run_query, interval_query],
             ),
             "post": _operation(
-                "Store replications computed elsewhere, all or nothing",
+                "Store replications computed elsewhere, all or nothing; a replication already "
+                "stored for the scenario's current params is 409",
                 {
                     "201": _json(
                         {"type": "object", "properties": {"inserted": {"type": "integer"}}},
                         "Created",
                     ),
-                    **_problems(400, 413, 422),
+                    **_problems(400, 409, 413, 422),
                 },
                 requestBody=_body(_ref("IngestRequest")),
             ),

@@ -15,9 +15,12 @@ from .db import Coverage, Database, Moments, ScenarioStats
 
 IntervalKind = Literal["t", "johnson"]
 INTERVAL_KINDS: tuple[str, ...] = get_args(IntervalKind)
-# Cochran's rule (Cochran 1977, "Sampling Techniques", 3rd ed., section 2.15): the normal
-# approximation of a mean is adequate only from n > 25 * skewness^2.
+# Cochran's rule (Cochran 1977, "Sampling Techniques", 3rd ed., section 2.15) asks for
+# n > 25 G1^2 before a normal interval of a mean is trusted; Sugden, Smith & Jones (2000,
+# JRSS B 62:787-793) derive it from the Edgeworth expansion and, for the Studentized mean
+# that a t-interval uses, extend it to n > 28 + 25 G1^2.
 COCHRAN_FACTOR = 25
+STUDENTIZED_TERM = 28
 SNAPSHOTS_CACHED = 64
 
 
@@ -62,11 +65,11 @@ def skewness(m: Moments) -> float | None:
 
 def normal_doubtful(m: Moments) -> bool | None:
     """Whether a t-interval of this sample's mean is doubtful: no spread at all, or
-    n < 25 G1^2 (Cochran's rule); None below 3 values, where skewness is unknown."""
+    n <= 28 + 25 G1^2 (Cochran's rule for the Studentized mean); None below 3 values."""
     if m.n < 3:
         return None
     g = skewness(m)
-    return g is None or m.n < COCHRAN_FACTOR * g * g
+    return g is None or m.n <= STUDENTIZED_TERM + COCHRAN_FACTOR * g * g
 
 
 def johnson_shift(m: Moments) -> float:

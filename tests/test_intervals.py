@@ -35,7 +35,9 @@ def test_merged_third_moments_equal_the_whole() -> None:
     [
         # Symmetric and n = 40: no doubt.
         ([float(v) for v in range(40)], False),
-        # One bad shift among 29 good ones: skewness about -5.5, so Cochran wants n > 750.
+        # Symmetric, but n = 20 is under the rule's 28 even without skewness.
+        ([float(v) for v in range(20)], True),
+        # One bad shift among 29 good ones: skewness about -5.5, so the rule wants n > 780.
         ([0.99] * 29 + [0.2], True),
         # No spread at all: a zero-width interval is no evidence of precision.
         ([1.0] * 12, True),
