@@ -10,6 +10,7 @@ from simsvc.db import Moments
 from simsvc.stats import half_width
 
 from .conftest import Client, start_run, wait_for_run
+from .test_experiments import wait_for_progress
 
 Json = dict[str, Any]
 
@@ -63,15 +64,18 @@ async def test_runs_with_different_seeds_are_pooled(client: Client) -> None:
 async def test_a_run_with_the_same_seed_still_running_with_holes_counts_each_draw_once(
     client: Client,
 ) -> None:
-    # A cancelled run may hold any subset of its replications: the pool falls back on rows.
+    # A cancelled run may hold any subset of its replications, and the finished run holds
+    # only 1..12: no run holds every draw of the seed, so the pool falls back on rows.
     full = await _finished(client, scenario_ids=[1], replications=12, seed=9)
-    answer = await start_run(client, scenario_ids=[1], replications=40, seed=9, pace_s=0.01)
+    answer = await start_run(client, scenario_ids=[1], replications=500, seed=9, pace_s=0.02)
     run_id = answer["run_id"]
+    await wait_for_progress(client, run_id, at_least=20)
     await client.post(f"/api/simulations/{run_id}/cancel")
     stored = {r["replication"] for r in await _get(client, f"/api/simulations/{run_id}/results")}
+    assert len(stored) >= 20
     pooled = _entry(await _get(client, "/api/results"), 1)
     assert pooled["replications"] == len(stored | set(range(1, 13)))
-    assert full in pooled["run_ids"]
+    assert pooled["run_ids"] == [full, run_id]
 
 
 async def test_pooled_entry_covers_only_the_current_params(client: Client) -> None:
