@@ -37,7 +37,8 @@ DEFAULT_MAX_REPLICATIONS = 5000
 FINAL_INTERVAL_NOTE = {
     "approximate": True,
     "nominal_coverage": 0.95,
-    "measured_coverage": "MEASURED",
+    # bench/coverage.py, first batch 10: the seeded scenarios, and one almost always on time
+    "measured_coverage": {"seeded_scenarios": [0.923, 0.97], "almost_always_on_time": 0.963},
     "note": (
         "The run stopped when its own data met the targets, so its final 95% t-intervals "
         "are approximate: a sequential procedure's stopping time depends on the variance "
