@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 from typing import Any
 
 from simsvc.db import Moments
@@ -154,3 +156,17 @@ async def test_a_run_keeps_the_names_it_ran_with_after_a_rename(client: Client) 
     table = list(csv.DictReader(io.StringIO(await resp.text())))
     assert [row["scenario_name"] for row in table[:3]] == ["現状シナリオ"] * 3
     assert list(table[0])[:2] == ["scenario_id", "scenario_name"]
+
+
+async def test_run_events_keep_the_names_the_run_started_with(client: Client) -> None:
+    async with client.ws_connect("/ws/events") as ws:
+        assert (await ws.receive_json(timeout=30))["type"] == "hello"
+        answer = await start_run(client, scenario_ids=[1], replications=20, seed=1, pace_s=0.05)
+        renamed = await client.patch("/api/scenarios/1", json={"scenario_name": "改名後"})
+        assert renamed.status == 200
+        async with asyncio.timeout(30):
+            async for msg in ws:
+                event = json.loads(msg.data)
+                if event.get("run_id") == answer["run_id"] and event["type"] == "run.completed":
+                    break
+    assert [e["scenario_name"] for e in event["results"]] == ["現状シナリオ"]
