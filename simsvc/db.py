@@ -370,11 +370,7 @@ class Database:
             await self._conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (run_id,))
             await self._write_stats(run_id, await self._run_stats_unlocked(run_id))
         await self._conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (INGESTED,))
-        async with self._conn.execute("SELECT scenario_id, model, params FROM scenarios") as cur:
-            scenarios = [
-                (int(r[0]), config_key(r[1], json.loads(r[2]))) for r in await cur.fetchall()
-            ]
-        for sid, key in scenarios:
+        for sid, key in (await self._scenario_keys_unlocked()).items():
             await self._conn.execute(
                 "UPDATE results SET config = ? WHERE run_id IS NULL AND scenario_id = ?", (key, sid)
             )
@@ -445,12 +441,9 @@ class Database:
     ) -> Scenario:
         """Rename or change a scenario; its pooled ingested moments follow the new params."""
         async with self._transaction() as conn:
-            old = await self._scalar(
-                "SELECT json_array(model, params) FROM scenarios WHERE scenario_id = ?",
-                (scenario_id,),
-            )
+            old = (await self._scenario_rows_unlocked()).get(scenario_id)
             key = config_key(model, params)
-            if old is not None and config_key(*_model_params(old)) != key:
+            if old is not None and old[2] != key:
                 await self._recompute_ingested(scenario_id, key)
             try:
                 cursor = await conn.execute(
@@ -645,8 +638,7 @@ class Database:
         return len(rows)
 
     async def _scenario_keys_unlocked(self) -> dict[int, str]:
-        async with self._conn.execute("SELECT scenario_id, model, params FROM scenarios") as cur:
-            return {int(r[0]): config_key(r[1], json.loads(r[2])) for r in await cur.fetchall()}
+        return {sid: key for sid, (_, _, key) in (await self._scenario_rows_unlocked()).items()}
 
     async def _refuse_ingested_twice(
         self, rows: Sequence[ResultRow], keys: Mapping[int, str]
@@ -987,11 +979,6 @@ def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:
     for sid, replication in first:
         by_scenario.setdefault(sid, []).append(replication)
     return by_scenario
-
-
-def _model_params(model_and_params: str) -> tuple[str, dict[str, Any]]:
-    model, params = json.loads(model_and_params)
-    return str(model), json.loads(params)
 
 
 def _scenario(row: sqlite3.Row) -> Scenario:
