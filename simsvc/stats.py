@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -11,6 +10,7 @@ from typing import Any, Literal, TypedDict, get_args
 
 from scipy import stats as scipy_stats
 
+from . import jsontext
 from .db import Coverage, Database, Moments, ScenarioStats
 
 IntervalKind = Literal["t", "johnson"]
@@ -161,7 +161,7 @@ class AggregateCache:
         cached = self._cache.get((run_id, kind))
         if cached is not None and cached[0] == generation:
             return cached
-        text = json.dumps(await self.compute(run_id, kind), ensure_ascii=False)
+        text = jsontext.dumps(await self.compute(run_id, kind))
         entry = (generation, text, text.encode("utf-8"))
         self._cache[(run_id, kind)] = entry
         return entry

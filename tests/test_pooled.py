@@ -170,3 +170,17 @@ async def test_run_events_keep_the_names_the_run_started_with(client: Client) ->
                 if event.get("run_id") == answer["run_id"] and event["type"] == "run.completed":
                     break
     assert [e["scenario_name"] for e in event["results"]] == ["現状シナリオ"]
+
+
+async def test_a_deleted_ingested_replication_can_be_sent_again(client: Client) -> None:
+    assert (await client.post("/api/results", json=[_ingest_row(1, 100.0)])).status == 201
+    await client.patch("/api/scenarios/2", json={"params": {"workers": 9}})
+    rows = [_ingest_row(1, 300.0), _ingest_row(2, 500.0)]
+    assert (await client.post("/api/results", json=rows)).status == 201
+    deleted = await client.delete("/api/scenarios/2/ingested-results/2")
+    assert deleted.status in (200, 204)
+    # Only the rows sent under the current params are pooled, before and after the delete.
+    assert _entry(await _get(client, "/api/results"), 2)["average_total_costs"] == 300.0
+    assert (await client.post("/api/results", json=[_ingest_row(2, 700.0)])).status == 201
+    entry = _entry(await _get(client, "/api/results"), 2)
+    assert (entry["replications"], entry["average_total_costs"]) == (2, 500.0)
