@@ -17,6 +17,7 @@ const hooks = { onEvent: () => {}, onStale: () => {} };
 let socket = null;
 let attempt = 0;
 let retryTimer = null;
+let refusedOnce = false; // a handshake failed while the server answered HTTP
 
 function setConnection(name) {
   const el = $("connection");
@@ -66,6 +67,7 @@ export function connect() {
     performance.mark("simsvc:event", { detail: { type: event.type, runId: event.run_id ?? null, done: event.done ?? null } });
     if (event.type === "hello") {
       greeted = true;
+      refusedOnce = false;
       attempt = 0;
       setConnection("live");
       setOffline(false);
@@ -91,12 +93,19 @@ async function diagnose(wasGreeted) {
       up = false;
     }
   }
+  if (up && !refusedOnce) {
+    // The server may have come up just after the handshake failed: try once more at once.
+    refusedOnce = true;
+    connect();
+    return;
+  }
   if (up) {
-    // The server answers but refused the live connection: a token is missing or wrong.
+    // The server answered before the handshake and still refused it: a token is missing or wrong.
     setConnection("signin");
     showSignIn(token() ? "signin.rejected" : "signin.needed");
     return;
   }
+  refusedOnce = false;
   setConnection("reconnecting");
   setOffline(true);
   // Exponential backoff with jitter, so that many tabs do not hammer a restarting server.
