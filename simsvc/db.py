@@ -13,11 +13,11 @@ import json
 import math
 import sqlite3
 from array import array
-from collections.abc import Iterable, Mapping, MutableSequence, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, Literal, TypedDict, cast
 
 import aiosqlite
 
@@ -30,6 +30,7 @@ INGESTED = 0  # run key of rows stored by POST /api/results
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
 STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
+EXPORT_BATCH_ROWS = 5_000  # rows read at a time by an export, under the connection's lock
 
 # (scenario_name, model, params) stored when a database is created
 InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
@@ -179,6 +180,11 @@ class Moments:
             return cls(n, math.fsum(v / n for v in values), math.inf)
         return cls(n, mean, m2)
 
+
+# How an export reads one metrics value: "cell" as a CSV cell, "json" as JSON text (None
+# when absent or null), "text" as SQLite's value (strings unquoted), "metrics" the whole
+# stored metrics object as JSON text.
+MetricForm = Literal["cell", "json", "text", "metrics"]
 
 # scenario_id -> kpi -> moments
 ScenarioStats = dict[int, dict[str, Moments]]
@@ -652,6 +658,79 @@ class Database:
         )
         return _result(rows[0]) if rows else None
 
+    # -- exports: a run's rows in batches, never all at once -------------------------
+
+    async def export_metric_keys(self, run_id: int) -> dict[str, set[str]]:
+        """Every metrics key of a run's stored rows, with the JSON types its values take.
+
+        Read in batches, so the connection is never held for long, and bounded by the
+        rows stored when it was asked (the export's snapshot, see `export_bound`).
+        """
+        bound = await self.export_bound(run_id)
+        keys: dict[str, set[str]] = {}
+        after = (0, 0)
+        while True:
+            rows = await self._all(
+                "WITH batch AS (SELECT scenario_id, replication, metrics FROM results"
+                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
+                " AND result_id <= ?4 ORDER BY scenario_id, replication LIMIT ?5)"
+                # An integer past 64 bits is its own type: no integer column can hold it.
+                " SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
+                " THEN 'bigint' ELSE j.type END AS kind, NULL, NULL"
+                " FROM batch, json_each(batch.metrics) j GROUP BY j.key, kind"
+                " UNION ALL SELECT NULL, NULL, max(scenario_id), NULL FROM batch"
+                " UNION ALL SELECT NULL, NULL, NULL, max(replication) FROM batch"
+                " WHERE scenario_id = (SELECT max(scenario_id) FROM batch)",
+                (run_id, *after, bound, EXPORT_BATCH_ROWS),
+            )
+            last_sid, last_rep = rows[-2][2], rows[-1][3]
+            for key, kind, _, _ in rows[:-2]:
+                keys.setdefault(str(key), set()).add(str(kind))
+            if last_sid is None:
+                return keys
+            after = (int(last_sid), int(last_rep))
+
+    async def export_bound(self, run_id: int) -> int:
+        """The largest result id stored now: an export covers the rows up to it."""
+        await self.get_run(run_id)
+        return int(await self._scalar_locked("SELECT coalesce(max(result_id), 0) FROM results"))
+
+    async def export_batches(
+        self, run_id: int, bound: int, metrics: Sequence[tuple[str, MetricForm]]
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """A run's rows up to result id `bound`, by scenario and replication, in batches.
+
+        Each row is (scenario_id, replication, seed, total_labor_costs,
+        ontime_delivery_rate) and then one column per `metrics` entry: a key and the form
+        its value takes (see `MetricForm`). The form `"metrics"` (any key) is the whole
+        stored metrics JSON. Each batch is one short query, so writers wait at most one
+        batch, and memory holds one batch whatever the run's size.
+        """
+        columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
+        paths = {f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)}
+        sql = (
+            "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate"
+            + (f", {columns}" if columns else "")
+            + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
+            " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
+        )
+        args: dict[str, Any] = {"run_id": run_id, "bound": bound, "limit": EXPORT_BATCH_ROWS}
+        args.update(paths)
+        after = (0, 0)
+        while True:
+            args["sid"], args["rep"] = after
+            async with self._lock, self._conn.execute(sql, args) as cursor:
+                cursor.row_factory = None  # plain tuples: no Row object per replication
+                batch = cast(list[tuple[Any, ...]], await cursor.fetchall())
+            if not batch:
+                return
+            yield batch
+            after = (int(batch[-1][0]), int(batch[-1][1]))
+
+    async def _scalar_locked(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        async with self._lock:
+            return await self._scalar(sql, args)
+
     async def _run_stats_unlocked(self, run_id: int) -> ScenarioStats:
         """A run's moments from its rows, off the event loop and without holding every row.
 
@@ -809,6 +888,32 @@ def _result_tuples(run_id: int | None, rows: Iterable[ResultRow]) -> list[tuple[
         )
         for r in rows
     ]
+
+
+def _json_path(key: str) -> str:
+    """The SQLite JSON path of one metrics key (`export_safe_key` must hold)."""
+    return f'$."{key}"'
+
+
+def export_safe_key(key: str) -> bool:
+    """Whether SQLite's JSON path syntax can name this key (it has no escape for quotes)."""
+    return '"' not in key
+
+
+def _metric_sql(form: MetricForm, i: int) -> str:
+    value, kind = f"metrics -> :p{i}", f"json_type(metrics, :p{i})"
+    if form == "metrics":
+        return "metrics"
+    if form == "json":
+        return f"CASE {kind} WHEN 'null' THEN NULL ELSE {value} END"
+    if form == "text":
+        return f"metrics ->> :p{i}"
+    # "cell": the text Python's csv module writes for the value json.loads gives: numbers
+    # as written (the stored JSON holds Python's repr), True/False, '' for null or absent.
+    return (
+        f"CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False' WHEN 'null' THEN ''"
+        f" WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END"
+    )
 
 
 def _scenario(row: sqlite3.Row) -> Scenario:
