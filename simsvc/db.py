@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
+import operator
 import sqlite3
 from array import array
-from collections.abc import AsyncIterator, Iterable, Mapping, MutableSequence, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, MutableSequence, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
 import aiosqlite
+
+from . import moments
+from .moments import Moments as Moments
 
 SCHEMA_VERSION = 1
 # PRAGMA application_id of simsvc's files ("SIMS"): other programs' databases stay untouched.
@@ -146,41 +149,6 @@ class ResultRow(TypedDict):
     metrics: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Moments:
-    """Count, mean and sum of squared deviations of one KPI."""
-
-    n: int
-    mean: float
-    m2: float
-
-    def merge(self, other: Moments) -> Moments:
-        """Chan et al.'s pairwise combination of two samples' moments."""
-        if other.n == 0:
-            return self
-        if self.n == 0:
-            return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
-        m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
-        return Moments(n, mean, m2)
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Moments:
-        """Two-pass moments of a sample, in the order given."""
-        n = len(values)
-        if n == 0:
-            return cls(0, 0.0, 0.0)
-        try:
-            mean = math.fsum(values) / n
-            m2 = math.fsum((v - mean) ** 2 for v in values)
-        except OverflowError:
-            # Values near the largest double: the spread overflows; JSON shows it as null.
-            return cls(n, math.fsum(v / n for v in values), math.inf)
-        return cls(n, mean, m2)
-
-
 # How an export reads one metrics value: "cell" as a CSV cell, "json" as JSON text (None
 # when absent or null), "text" as SQLite's value (strings unquoted), "metrics" the whole
 # stored metrics object as JSON text.
@@ -194,20 +162,9 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_NUMBERS = (int, float)
-
-
 def kpi_values(row: ResultRow) -> dict[str, float]:
     """Every numeric KPI of a row: the two headline KPIs and its numeric metrics."""
-    values = {
-        "total_labor_costs": float(row["total_labor_costs"]),
-        "ontime_delivery_rate": float(row["ontime_delivery_rate"]),
-    }
-    for key, value in row["metrics"].items():
-        numeric = isinstance(value, _NUMBERS) and not isinstance(value, bool)
-        if numeric and math.isfinite(value) and key not in values:
-            values[key] = float(value)
-    return values
+    return moments.kpi_values(row["total_labor_costs"], row["ontime_delivery_rate"], row["metrics"])
 
 
 # scenario_id -> kpi -> values
@@ -215,12 +172,7 @@ Samples = dict[int, dict[str, MutableSequence[float]]]
 
 
 def _stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
-    samples: Samples = {}
-    for row in rows:
-        per_kpi = samples.setdefault(row["scenario_id"], {})
-        for kpi, value in kpi_values(row).items():
-            per_kpi.setdefault(kpi, []).append(value)
-    return _moments_of_samples(samples)
+    return moments.unit_moments((row["scenario_id"], kpi_values(row)) for row in rows)
 
 
 def _collect_samples(samples: Samples, rows: Iterable[sqlite3.Row]) -> None:
@@ -550,6 +502,30 @@ class Database:
             done = int(await self._scalar("SELECT done FROM runs WHERE run_id = ?", (run_id,)))
             self.generation += 1
         return done
+
+    async def store_chunk(
+        self, run_id: int, rows: Sequence[Sequence[Any]], stats: moments.UnitMoments
+    ) -> int:
+        """Commit a chunk computed elsewhere; returns the run's new done count.
+
+        `rows` are (scenario_id, replication, seed, total_labor_costs,
+        ontime_delivery_rate, metrics JSON text), bound to the insert as they are, and
+        `stats` the chunk's moments: nothing here touches a row in Python. One
+        transaction: a chunk is stored whole or not at all.
+        """
+        async with self._transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
+                " ontime_delivery_rate, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _bound(run_id, rows, utcnow()),
+            )
+            await self._add_stats(run_id, stats)
+            done = await self._scalar(
+                "UPDATE runs SET done = done + ? WHERE run_id = ? RETURNING done",
+                (len(rows), run_id),
+            )
+            self.generation += 1
+        return int(done)
 
     async def ingest_results(self, rows: Sequence[ResultRow]) -> int:
         """Store rows from an outside simulator, all or nothing."""
@@ -914,6 +890,12 @@ def _metric_sql(form: MetricForm, i: int) -> str:
         f"CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False' WHEN 'null' THEN ''"
         f" WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END"
     )
+
+
+def _bound(run_id: int, rows: Iterable[Sequence[Any]], now: str) -> Iterator[tuple[Any, ...]]:
+    """`(run_id, *row, now)` for each row, built by C iterators on aiosqlite's thread as the
+    insert consumes them: no Python bytecode runs per row."""
+    return map(operator.add, map(operator.add, repeat((run_id,)), rows), repeat((now,)))
 
 
 def _scenario(row: sqlite3.Row) -> Scenario:

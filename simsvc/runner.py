@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .sim import Backend, Replication, ScenarioPlan, simulate_chunk
+from .sim import Backend, Chunk, ScenarioPlan, simulate_chunk
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ class RunSink(Protocol):
 
     async def run_started(self, run_id: int) -> None: ...
 
-    async def results_ready(self, run_id: int, rows: list[Replication]) -> None: ...
+    async def results_ready(self, run_id: int, rows: Chunk) -> None:
+        """A computed chunk: a `Sequence[Replication]`, already encoded for storage."""
+        ...
 
     async def stored(self, run_id: int, units: Sequence[int], first: int, last: int) -> set[Pair]:
         """The pairs of these units and replications `first..last` already stored."""
@@ -180,7 +182,7 @@ class Runner:
 
     async def _execute(self, job: Job, batch: Batch) -> None:
         """Compute a batch in chunks, as many in flight as the backend has room for now."""
-        in_flight: set[asyncio.Task[list[Replication]]] = set()
+        in_flight: set[asyncio.Task[Chunk]] = set()
         chunks = self._chunks(job, batch)
         try:
             async for chunk in chunks:
@@ -219,7 +221,7 @@ class Runner:
         if chunk:
             yield chunk
 
-    async def _store_first(self, job: Job, in_flight: set[asyncio.Task[list[Replication]]]) -> None:
+    async def _store_first(self, job: Job, in_flight: set[asyncio.Task[Chunk]]) -> None:
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             in_flight.discard(task)
@@ -227,7 +229,7 @@ class Runner:
             if job.pace_s > 0:
                 await asyncio.sleep(job.pace_s)
 
-    async def _compute(self, job: Job, chunk: list[Pair]) -> list[Replication]:
+    async def _compute(self, job: Job, chunk: list[Pair]) -> Chunk:
         try:
             async with asyncio.timeout(self.chunk_timeout_s):
                 return await self.backend.submit(simulate_chunk, job.plan, job.seed, chunk)
