@@ -18,6 +18,10 @@ PLAN: sim.ScenarioPlan = {
     2: (sim.UNIFORM, {}),
     3: (OddMetricsModel(), {}),
 }
+_RAW = (
+    "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate, metrics"
+    " FROM results WHERE run_id = ? ORDER BY scenario_id, replication"
+)
 PAIRS = [(unit, r) for r in range(1, 41) for unit in (1, 2, 3)]
 
 
@@ -75,6 +79,12 @@ async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
         assert await database.run_results(by_chunk["run_id"]) == await database.run_results(
             by_rows["run_id"]
         )
+        # Byte for byte, as stored: the metrics text too.
+        raw = [
+            [tuple(r) for r in await database._all(_RAW, (run["run_id"],))]
+            for run in (by_chunk, by_rows)
+        ]
+        assert raw[0] == raw[1]
         # The moments merged chunk by chunk, before the run's end recomputes them.
         assert await database.scenario_stats(by_chunk["run_id"]) == await database.scenario_stats(
             by_rows["run_id"]
