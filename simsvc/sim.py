@@ -17,11 +17,10 @@ import heapq
 import json
 import logging
 import math
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import (
     Any,
@@ -37,8 +36,10 @@ from typing import (
 
 import numpy as np
 
+from . import StartupError
 from .moments import UnitMoments, kpi_values, unit_moments
 from .schema import Checker, FieldError, InvalidInput
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,11 @@ UNIFORM = UniformModel()
 
 
 def load_models() -> dict[str, Model]:
-    """The built-in models plus every model registered under `simsvc.models`."""
+    """The built-in models plus every model registered under `simsvc.models`.
+
+    Called by whoever serves (never at import): a plug-in imports this module, so loading
+    plug-ins at import would import them half-initialised on every fresh worker.
+    """
     models: dict[str, Model] = {WAREHOUSE.name: WAREHOUSE, UNIFORM.name: UNIFORM}
     for entry in entry_points(group="simsvc.models"):
         try:
@@ -289,9 +294,6 @@ def load_models() -> dict[str, Model]:
             continue
         models[model.name] = model
     return models
-
-
-MODELS = load_models()
 
 
 class ParamsChecker:
@@ -442,7 +444,8 @@ def _plain(value: Any) -> Any:
 
 ExecutorKind = Literal["process", "thread", "inline"]
 POOL_EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
-WORKER_NICENESS = 10
+# What every chunk needs: imported by a new worker process before it takes work.
+WORKER_PRELOAD = ("simsvc.runner",)
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -459,6 +462,32 @@ class InlineExecutor(concurrent.futures.Executor):
         return future
 
 
+ExecutorState = Literal["ready", "connected", "reconnecting", "no workers", "closed"]
+
+
+class ExecutorStatus(TypedDict, total=False):
+    """What `/api/health` says about where replications are computed."""
+
+    executor: str
+    state: ExecutorState
+    workers: int
+    threads: int
+    since: str  # when `state` began (Dask only)
+    scheduler: str  # the Dask scheduler's address
+
+
+@dataclass(frozen=True)
+class ClusterTimeouts:
+    """How a Dask executor follows its cluster (the pools ignore it)."""
+
+    connect_s: float = 10.0  # to reach the scheduler, at start-up and on each reconnect
+    poll_s: float = 1.0  # how often the cluster's size and health are read
+    waiting_after_s: float = 10.0  # no worker this long: runs are reported as waiting
+    give_up_s: float = 120.0  # no worker or scheduler this long: the waiting runs fail
+    reconnect_first_s: float = 0.5  # backoff between reconnect attempts: first...
+    reconnect_max_s: float = 30.0  # ...and longest
+
+
 class Backend(Protocol):
     """Where chunks of replications are computed."""
 
@@ -472,75 +501,89 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+class Executor(Backend, Protocol):
+    """A backend as the service runs it: it can say how it is."""
+
+    def status(self) -> ExecutorStatus: ...
+
+    def waiting_since(self) -> str | None:
+        """Since when (ISO time) runs have been waiting for a worker, or None."""
+        ...
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when `waiting_since` changes."""
+        ...
+
+
 class PoolBackend:
-    """A concurrent.futures pool; a process pool broken by a dead worker is rebuilt."""
+    """Worker processes (stopped one by one when their chunk is abandoned), threads or inline."""
 
     def __init__(self, kind: ExecutorKind, workers: int) -> None:
         self.kind = kind
         self.workers = workers
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> concurrent.futures.Executor:
-        if self.kind == "process":
+        self._processes: WorkerPool | None = None
+        self._pool: concurrent.futures.Executor | None = None
+        if kind == "process":
             method = "spawn" if sys.platform == "win32" else "forkserver"
-            return concurrent.futures.ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context(method),
-                initializer=_lower_priority,
-            )
-        if self.kind == "thread":
-            return concurrent.futures.ThreadPoolExecutor(self.workers, "simsvc-sim")
-        return InlineExecutor()
+            self._processes = WorkerPool(workers, method, preload=WORKER_PRELOAD)
+        elif kind == "thread":
+            self._pool = concurrent.futures.ThreadPoolExecutor(workers, "simsvc-sim")
+        else:
+            self._pool = InlineExecutor()
 
     async def submit(self, fn: Callable[..., T], *args: Any) -> T:
-        pool = self._pool
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-        except BrokenProcessPool:
-            if pool is self._pool:
-                log.warning("a worker process died; starting a new process pool")
-                self._pool = self._new_pool()
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        """`fn(*args)` on a worker; cancelling it kills the worker process computing it.
+
+        A thread cannot be stopped: a cancelled call on the thread pool runs to its end.
+        """
+        if self._processes is not None:
+            return await self._processes.submit(fn, *args)
+        assert self._pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def warm_up(self) -> None:
         """Start the worker processes now, so that the first run does not pay for them."""
-        if self.kind != "process":
-            return
-        for _ in range(self.workers):
-            self._pool.submit(_ready)
+        if self._processes is not None:
+            self._processes.warm_up()
+
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(
+            executor=self.kind, state="ready", workers=self.workers, threads=self.workers
+        )
+
+    def waiting_since(self) -> str | None:
+        return None  # a local pool always has its workers
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        pass
 
     async def close(self) -> None:
-        pool = self._pool
-        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        """Stop at once: worker processes are killed, threads finish their current call."""
+        if self._processes is not None:
+            await self._processes.close()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
 
-def _lower_priority() -> None:
-    """Make a worker process yield the CPU to the service's event loop when both want it.
-
-    Replications are batch work; the event loop answers requests and feeds the sockets,
-    so on a machine whose cores the workers saturate, it should not wait for a time slice.
-    """
-    if hasattr(os, "nice"):  # POSIX only; elsewhere the workers keep normal priority
-        os.nice(WORKER_NICENESS)
-
-
-def _ready() -> int:
-    """A no-op a new worker runs to import this module before real work arrives."""
-    return os.getpid()
-
-
-async def open_backend(executor: str, workers: int) -> Backend:
+async def open_backend(
+    executor: str, workers: int, timeouts: ClusterTimeouts | None = None
+) -> Executor:
     """The backend an executor name selects: process, thread, inline, dask-local or dask://."""
     if executor in POOL_EXECUTORS:
         backend = PoolBackend(cast(ExecutorKind, executor), workers)
         backend.warm_up()
         return backend
-    from . import dask_backend  # an optional extra: imported only when asked for
-
-    if not dask_backend.is_dask(executor):
+    if executor != "dask-local" and not executor.startswith("dask://"):
         raise ValueError(f"unknown executor {executor!r}")
-    return await dask_backend.DaskBackend.open(executor, workers)
+    try:
+        from . import dask_backend  # an optional extra: imported only when asked for
+    except ImportError as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise StartupError(
+            f"--executor {executor} needs Dask ({reason}); install the extra from the"
+            " simsvc source tree: pip install '.[dask]'"
+        ) from None
+    return await dask_backend.DaskBackend.open(executor, workers, timeouts or ClusterTimeouts())
 
 
 def default_workers() -> int:

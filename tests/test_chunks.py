@@ -37,7 +37,8 @@ def test_a_chunk_reads_as_the_replications_it_holds() -> None:
     assert set(first["metrics"]) == {"orders", "overtime_hours", "mean_wait_minutes", "utilization"}
     assert chunk[1:3] == [chunk[1], chunk[2]]
     again = pickle.loads(pickle.dumps(chunk))
-    assert again.rows == chunk.rows and again.moments == chunk.moments
+    assert again.rows == chunk.rows
+    assert again.moments == chunk.moments
 
 
 def test_chunk_moments_equal_those_storage_computed_from_the_rows() -> None:
@@ -74,7 +75,7 @@ async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
             done = await database.store_chunk(
                 by_chunk["run_id"], part_chunk.rows, part_chunk.moments
             )
-            await database.store_results(by_rows["run_id"], list(part_chunk))  # type: ignore[arg-type]
+            await database.store_results(by_rows["run_id"], list(part_chunk))
         assert done == len(chunk)
         assert await database.run_results(by_chunk["run_id"]) == await database.run_results(
             by_rows["run_id"]

@@ -130,7 +130,7 @@ async def test_parquet_export_holds_the_same_values_typed(
     assert len(got) == len(stored)
     for row, want in zip(got, stored, strict=True):
         for key in ("scenario_id", "replication", "seed", "total_labor_costs"):
-            assert row[key] == want[key]  # type: ignore[literal-required]
+            assert row[key] == want[key]
         metrics = want["metrics"]
         for key in ("tiny", "huge", "count", "flag", "label", "sometimes", "nothing"):
             assert row[key] == metrics.get(key), key
