@@ -31,11 +31,18 @@ from typing import Any
 
 from . import db, jsontext
 
-CSV_FIXED = ("scenario_id", "replication", "seed", "total_labor_costs", "ontime_delivery_rate")
+CSV_FIXED = (
+    "scenario_id",
+    "scenario_name",
+    "replication",
+    "seed",
+    "total_labor_costs",
+    "ontime_delivery_rate",
+)
 FIXED_COLUMNS = len(CSV_FIXED)
 JSON_ROW = (
-    '{"scenario_id": %d, "replication": %d, "seed": %s, "total_labor_costs": %r,'
-    ' "ontime_delivery_rate": %r, "metrics": %s}'
+    '{"scenario_id": %d, "scenario_name": %s, "replication": %d, "seed": %s,'
+    ' "total_labor_costs": %r, "ontime_delivery_rate": %r, "metrics": %s}'
 )
 CONTAINERS = frozenset({"object", "array"})
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
@@ -71,9 +78,17 @@ async def _encoded(
 # -- JSON -----------------------------------------------------------------------------
 
 
+async def scenario_names(database: db.Database, run_id: int) -> dict[int, str]:
+    """Each scenario's name as the run recorded it; 0 stands for a scenario it lacks."""
+    run = await database.get_run(run_id)
+    names = {int(sid): str(e["scenario_name"]) for sid, e in run["snapshot"].items()}
+    return {0: "", **names}
+
+
 async def json_export(database: db.Database, run_id: int) -> Export:
+    names = {k: jsontext.dumps(v) for k, v in (await scenario_names(database, run_id)).items()}
     bound = await database.export_bound(run_id)
-    batches = database.export_batches(run_id, bound, [("", "metrics")])
+    batches = database.export_batches(run_id, bound, names, [("", "metrics")])
     return Export("application/json", f"run-{run_id}-results.json", _json_body(batches))
 
 
@@ -88,7 +103,7 @@ async def _json_body(batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
 
 def _json_rows(batch: Batch) -> bytes:
     """Rows as JSON objects; the stored metrics JSON is copied as it is."""
-    text = ", ".join([JSON_ROW % (*row[:2], _json_seed(row[2]), *row[3:]) for row in batch])
+    text = ", ".join([JSON_ROW % (*row[:3], _json_seed(row[3]), *row[4:]) for row in batch])
     if "NaN" in text or "Infinity" in text:
         # A plug-in's nested non-finite float was stored as Python writes it: not JSON.
         return _json_rows_checked(batch)
@@ -101,7 +116,13 @@ def _json_seed(seed: int | None) -> str:
 
 def _json_rows_checked(batch: Batch) -> bytes:
     rows = [
-        dict(zip((*CSV_FIXED, "metrics"), (*row[:5], json.loads(row[5])), strict=True))
+        dict(
+            zip(
+                (*CSV_FIXED, "metrics"),
+                (row[0], json.loads(row[1]), *row[2:FIXED_COLUMNS], json.loads(row[-1])),
+                strict=True,
+            )
+        )
         for row in batch
     ]
     return jsontext.dumps(rows)[1:-1].encode("utf-8")
@@ -111,6 +132,7 @@ def _json_rows_checked(batch: Batch) -> bytes:
 
 
 async def csv_export(database: db.Database, run_id: int) -> Export:
+    scenarios = await scenario_names(database, run_id)
     keys = await database.export_metric_keys(run_id)
     bound = await database.export_bound(run_id)
     names = sorted(keys)
@@ -121,11 +143,11 @@ async def csv_export(database: db.Database, run_id: int) -> Export:
             (k, "json" if keys[k] & CONTAINERS else "cell") for k in names
         ]
         fix = [FIXED_COLUMNS + i for i, (_, form) in enumerate(plan) if form == "json"]
-        batches = database.export_batches(run_id, bound, plan)
+        batches = database.export_batches(run_id, bound, scenarios, plan)
         body = _csv_body(header, _encoded(batches, lambda b: _csv_cells(b, fix)))
     else:
         # A key SQLite's JSON paths cannot name: read whole metrics objects instead.
-        batches = database.export_batches(run_id, bound, [("", "metrics")])
+        batches = database.export_batches(run_id, bound, scenarios, [("", "metrics")])
         body = _csv_body(header, _encoded(batches, lambda b: _csv_from_metrics(b, names)))
     return Export("text/csv", f"run-{run_id}-results.csv", body)
 
@@ -198,6 +220,7 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
         raise ParquetUnavailable(
             "Parquet needs pyarrow, which is not installed: pip install 'simsvc[parquet]'"
         )
+    scenarios = await scenario_names(database, run_id)
     keys = await database.export_metric_keys(run_id)
     bound = await database.export_bound(run_id)
     names = sorted(keys)
@@ -208,7 +231,7 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
         (k, "text" if t == "string" else "json") for k, t in zip(names, types, strict=True)
     ]
     writer = _ParquetWriter(names, types)
-    batches = database.export_batches(run_id, bound, plan)
+    batches = database.export_batches(run_id, bound, scenarios, plan)
     return Export(PARQUET_MEDIA_TYPE, f"run-{run_id}-results.parquet", writer.body(batches))
 
 
@@ -222,6 +245,7 @@ class _ParquetWriter:
         self._types = types
         fixed = [
             pa.field("scenario_id", pa.int64(), nullable=False),
+            pa.field("scenario_name", pa.string(), nullable=False),
             pa.field("replication", pa.int64(), nullable=False),
             pa.field("seed", pa.int64()),
             pa.field("total_labor_costs", pa.float64(), nullable=False),

@@ -498,7 +498,8 @@ def read_query(request: web.Request, name: str) -> dict[str, Any]:
 async def compare_scenarios(request: web.Request) -> web.Response:
     app = request.app
     run = await app[DB].get_run(path_id(request, "run_id"))
-    baseline = read_query(request, "compare")["baseline"]
+    query = read_query(request, "compare")
+    baseline, familywise = query["baseline"], query["familywise"]
     if baseline not in run["scenario_ids"]:
         message = f"scenario {baseline} is not part of run {run['run_id']} {run['scenario_ids']}"
         raise InvalidInput([FieldError(field="baseline", message=message)], BAD_QUERY)
@@ -507,11 +508,14 @@ async def compare_scenarios(request: web.Request) -> web.Response:
     comparisons = await asyncio.to_thread(
         analysis.compare_run, rows, run["scenario_ids"], baseline, directions
     )
+    family_size = analysis.adjust_familywise(comparisons, familywise)
     return json_response(
         {
             "run_id": run["run_id"],
             "baseline": baseline,
             "confidence": 0.95,
+            "familywise": familywise,
+            "family_size": family_size,
             "comparisons": comparisons,
         }
     )
@@ -659,9 +663,13 @@ async def save_point(request: web.Request) -> web.Response:
 
 async def get_results(request: web.Request) -> web.Response:
     run_id = query_int(request, "run_id")
+    kind = request.query.get("interval", "t")
+    if kind not in stats.INTERVAL_KINDS:
+        message = f"{kind!r} is not one of {', '.join(stats.INTERVAL_KINDS)}"
+        raise InvalidInput([FieldError(field="interval", message=message)], BAD_QUERY)
     if run_id is not None:
         await request.app[DB].get_run(run_id)
-    body = await request.app[AGGREGATES].body(run_id)
+    body = await request.app[AGGREGATES].body(run_id, kind)  # type: ignore[arg-type]
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 

@@ -38,13 +38,14 @@ def test_a_chunk_reads_as_the_replications_it_holds() -> None:
     assert chunk[1:3] == [chunk[1], chunk[2]]
     again = pickle.loads(pickle.dumps(chunk))
     assert again.rows == chunk.rows
-    assert again.moments == chunk.moments
+    assert repr(again.moments) == repr(chunk.moments)
 
 
 def test_chunk_moments_equal_those_storage_computed_from_the_rows() -> None:
     chunk = sim.simulate_chunk(PLAN, 5, PAIRS)
     rows = [db.ResultRow(**row) for row in _as_stored(chunk)]  # type: ignore[typeddict-item]
-    assert chunk.moments == db._stats_of_rows(rows)
+    # repr: a third moment that overflowed is NaN on both sides, and NaN != NaN.
+    assert repr(chunk.moments) == repr(db._stats_of_rows(rows))
 
 
 @pytest.mark.parametrize("kind", ["process", "thread", "inline"])
@@ -58,7 +59,7 @@ async def test_a_chunk_is_bit_identical_on_every_executor(kind: sim.ExecutorKind
         await backend.close()
     expected = sim.simulate_chunk(plan, 9, pairs)
     assert chunk.rows == expected.rows
-    assert chunk.moments == expected.moments
+    assert repr(chunk.moments) == repr(expected.moments)
 
 
 async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
@@ -87,9 +88,8 @@ async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
         ]
         assert raw[0] == raw[1]
         # The moments merged chunk by chunk, before the run's end recomputes them.
-        assert await database.scenario_stats(by_chunk["run_id"]) == await database.scenario_stats(
-            by_rows["run_id"]
-        )
+        stats = [await database.scenario_stats(run["run_id"]) for run in (by_chunk, by_rows)]
+        assert repr(stats[0]) == repr(stats[1])
     finally:
         await database.close()
 
@@ -118,7 +118,7 @@ async def test_a_precision_run_decides_exactly_as_with_row_by_row_storage(client
     }
     precision = {"targets": targets, "max_replications": 2000}
     run = await start_run(
-        client, scenario_ids=[1, 2, 3], seed=4242, replications=5, precision=precision
+        client, scenario_ids=[1, 2, 3], seed=4242, replications=10, precision=precision
     )
     ended = await wait_for_run(client, run["run_id"], limit_s=60)
     assert (ended["replications"], ended["stopped_because"]) == (449, "precision_met")

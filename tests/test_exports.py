@@ -46,18 +46,24 @@ class OddMetricsModel(sim.Model):
         return out
 
 
-def reference_csv(rows: list[db.ResultRow]) -> str:
+def reference_csv(rows: list[dict[str, Any]]) -> str:
     """The CSV export as it was first written, whole in memory: what the stream must equal."""
     metric_keys = sorted({k for r in rows for k in r["metrics"]})
-    fixed = ["scenario_id", "replication", "seed", "total_labor_costs", "ontime_delivery_rate"]
+    fixed = [
+        "scenario_id",
+        "scenario_name",
+        "replication",
+        "seed",
+        "total_labor_costs",
+        "ontime_delivery_rate",
+    ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fixed + metric_keys)
     for row in rows:
         metrics = row["metrics"]
         writer.writerow(
-            [row[k] for k in fixed]  # type: ignore[literal-required]
-            + [exports.csv_cell(metrics.get(k)) for k in metric_keys]
+            [row[k] for k in fixed] + [exports.csv_cell(metrics.get(k)) for k in metric_keys]
         )
     return out.getvalue()
 
@@ -89,7 +95,11 @@ async def test_csv_and_json_exports_equal_the_whole_answer_cell_for_cell(
     aiohttp_client: AiohttpClient, config: Config
 ) -> None:
     client, run_id = await _odd_run(aiohttp_client, config, 20)
-    stored = await client.app[DB].run_results(run_id)
+    names = {1: "", 4: "odd", 5: "u"}
+    stored = [
+        {"scenario_id": r["scenario_id"], "scenario_name": names[r["scenario_id"]], **r}
+        for r in await client.app[DB].run_results(run_id)
+    ]
     assert len(stored) == 40
     resp = await client.get(f"/api/simulations/{run_id}/results?format=csv")
     assert resp.status == 200
@@ -106,7 +116,9 @@ async def test_an_empty_run_exports_an_empty_list_and_a_header(client: Client) -
     base = f"/api/simulations/{run['run_id']}/results"
     assert await (await client.get(base)).json() == []
     text = await (await client.get(base + "?format=csv")).text()
-    assert text == "scenario_id,replication,seed,total_labor_costs,ontime_delivery_rate\n"
+    assert text == (
+        "scenario_id,scenario_name,replication,seed,total_labor_costs,ontime_delivery_rate\n"
+    )
 
 
 @pytest.mark.usefixtures("small_batches")
