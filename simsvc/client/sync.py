@@ -1,0 +1,258 @@
+"""`Client`: the same calls as `AsyncClient`, blocking, on an event loop of its own.
+
+The loop runs in a private daemon thread, so a `Client` works the same in a plain script
+and where the calling thread already runs an event loop (a Jupyter notebook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+from .aio import AsyncClient, AsyncExperiment, AsyncRun
+from .records import ExperimentInfo, RunInfo
+from .transport import DEFAULT_TIMEOUT_S
+
+if TYPE_CHECKING:
+    import pandas
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop on a daemon thread, and a way to run coroutines on it and wait."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="simsvc-client", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a blocking simsvc Client cannot be called from its own loop")
+        if self.loop.is_closed():
+            coro.close()
+            raise RuntimeError("this simsvc Client is closed")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C while waiting: stop the call on the loop too.
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+def _shut(portal: LoopThread, inner: AsyncClient) -> None:
+    """Close the session on its own loop, then stop the loop (also at interpreter exit)."""
+    if portal.loop.is_closed():
+        return
+    if portal.loop.is_running():
+        portal.call(inner.close())
+    portal.stop()
+
+
+class _Blocking(Protocol):
+    @property
+    def _portal(self) -> LoopThread: ...
+
+    @property
+    def _inner(self) -> Any: ...
+
+
+def _blocking(
+    method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[_Blocking, P], R]:
+    """The blocking form of an async method of the wrapped object."""
+
+    def call(self: _Blocking, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._portal.call(method(self._inner, *args, **kwargs))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class Client:
+    """A blocking client of one simsvc service (see AsyncClient for every call).
+
+    `client = Client("http://127.0.0.1:8000", token=...)`, then for example
+    `run = client.run(scenario_ids=[1, 2], replications=200, seed=1)`, `run.wait()`,
+    `run.results_frame()`. Use it in a `with` block or call `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self._inner = AsyncClient(base_url, token, timeout=timeout)
+        self._portal = LoopThread()
+        self._closer = weakref.finalize(self, _shut, self._portal, self._inner)
+
+    @property
+    def base_url(self) -> str:
+        return self._inner.base_url
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
+    def close(self) -> None:
+        self._closer()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        scenario_ids: Sequence[int] | None = None,
+        replications: int | None = None,
+        seed: int | None = None,
+        *,
+        pace_s: float | None = None,
+        precision: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Start a run (every scenario and 3 replications unless told); it goes on alone."""
+        call = self._inner.run(scenario_ids, replications, seed, pace_s=pace_s, precision=precision)
+        return Run(self._portal, self._portal.call(call))
+
+    def get_run(self, run_id: int) -> Run:
+        """A handle on an existing run."""
+        return Run(self._portal, self._portal.call(self._inner.get_run(run_id)))
+
+    def experiment(self, spec: Mapping[str, Any]) -> Experiment:
+        """Start an experiment from its full request body (`kind` sweep or optimize)."""
+        return Experiment(self._portal, self._portal.call(self._inner.experiment(spec)))
+
+    def sweep(self, factors: Mapping[str, Any], **options: Any) -> Experiment:
+        """Run replications at every point of the space (see AsyncClient.sweep)."""
+        return Experiment(self._portal, self._portal.call(self._inner.sweep(factors, **options)))
+
+    def optimize(self, factors: Mapping[str, Any], **options: Any) -> Experiment:
+        """Search the space for the best feasible point (see AsyncClient.optimize)."""
+        call = self._inner.optimize(factors, **options)
+        return Experiment(self._portal, self._portal.call(call))
+
+    def get_experiment(self, experiment_id: int) -> Experiment:
+        call = self._inner.get_experiment(experiment_id)
+        return Experiment(self._portal, self._portal.call(call))
+
+    health = _blocking(AsyncClient.health)
+    models = _blocking(AsyncClient.models)
+    scenarios = _blocking(AsyncClient.scenarios)
+    scenario = _blocking(AsyncClient.scenario)
+    create_scenario = _blocking(AsyncClient.create_scenario)
+    update_scenario = _blocking(AsyncClient.update_scenario)
+    delete_scenario = _blocking(AsyncClient.delete_scenario)
+    runs = _blocking(AsyncClient.runs)
+    run_info = _blocking(AsyncClient.run_info)
+    wait = _blocking(AsyncClient.wait)
+    cancel = _blocking(AsyncClient.cancel)
+    extend = _blocking(AsyncClient.extend)
+    resume = _blocking(AsyncClient.resume)
+    results = _blocking(AsyncClient.results)
+    results_csv = _blocking(AsyncClient.results_csv)
+    aggregates = _blocking(AsyncClient.aggregates)
+    compare = _blocking(AsyncClient.compare)
+    select = _blocking(AsyncClient.select)
+    ingest = _blocking(AsyncClient.ingest)
+    notify_completion = _blocking(AsyncClient.notify_completion)
+    experiments = _blocking(AsyncClient.experiments)
+    experiment_info = _blocking(AsyncClient.experiment_info)
+    wait_experiment = _blocking(AsyncClient.wait_experiment)
+    cancel_experiment = _blocking(AsyncClient.cancel_experiment)
+    resume_experiment = _blocking(AsyncClient.resume_experiment)
+    experiment_results = _blocking(AsyncClient.experiment_results)
+    experiment_results_csv = _blocking(AsyncClient.experiment_results_csv)
+
+
+class Run:
+    """A run on the service (blocking calls; see AsyncRun)."""
+
+    def __init__(self, portal: LoopThread, inner: AsyncRun) -> None:
+        self._portal = portal
+        self._inner = inner
+
+    @property
+    def run_id(self) -> int:
+        return self._inner.run_id
+
+    @property
+    def status(self) -> str:
+        return self._inner.status
+
+    @property
+    def info(self) -> RunInfo:
+        return self._inner.info
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    refresh = _blocking(AsyncRun.refresh)
+    wait = _blocking(AsyncRun.wait)
+    cancel = _blocking(AsyncRun.cancel)
+    extend = _blocking(AsyncRun.extend)
+    resume = _blocking(AsyncRun.resume)
+    results = _blocking(AsyncRun.results)
+    results_csv = _blocking(AsyncRun.results_csv)
+    aggregates = _blocking(AsyncRun.aggregates)
+    compare = _blocking(AsyncRun.compare)
+    select = _blocking(AsyncRun.select)
+
+    def results_frame(self) -> pandas.DataFrame:
+        """The rows as a DataFrame, metrics as columns and each scenario's name (needs pandas)."""
+        return self._portal.call(self._inner.results_frame())
+
+
+class Experiment:
+    """An experiment on the service (blocking calls; see AsyncExperiment)."""
+
+    def __init__(self, portal: LoopThread, inner: AsyncExperiment) -> None:
+        self._portal = portal
+        self._inner = inner
+
+    @property
+    def experiment_id(self) -> int:
+        return self._inner.experiment_id
+
+    @property
+    def status(self) -> str:
+        return self._inner.status
+
+    @property
+    def info(self) -> ExperimentInfo:
+        return self._inner.info
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    refresh = _blocking(AsyncExperiment.refresh)
+    wait = _blocking(AsyncExperiment.wait)
+    cancel = _blocking(AsyncExperiment.cancel)
+    resume = _blocking(AsyncExperiment.resume)
+    results = _blocking(AsyncExperiment.results)
+    results_csv = _blocking(AsyncExperiment.results_csv)
+
+    def results_frame(self) -> pandas.DataFrame:
+        """The rows as a DataFrame, one column per param and metric (needs pandas)."""
+        return self._portal.call(self._inner.results_frame())
