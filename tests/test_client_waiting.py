@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any
 
 import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from simsvc.client import AsyncClient, SimsvcError
+from simsvc.client import AsyncClient, RunFailed, SimsvcError
 from simsvc.client.waiting import MAX_QUIET_RECONNECTS
 
 
@@ -66,29 +66,36 @@ async def test_wait_gives_up_on_a_stream_that_keeps_closing(
     assert service.connections == MAX_QUIET_RECONNECTS + 1
 
 
-async def test_events_about_other_runs_do_not_end_the_wait(
-    aiohttp_server: AiohttpServer,
-) -> None:
+async def test_only_this_runs_fresh_events_count(aiohttp_server: AiohttpServer) -> None:
+    """The first stream tells of other runs and stale counts, then closes; the second ends it."""
+    fetched = asyncio.Event()
+    connections = 0
+
     async def events(request: web.Request) -> web.WebSocketResponse:
+        nonlocal connections
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        script: list[dict[str, Any]] = [
-            {"type": "hello"},
-            {"type": "run.completed", "run_id": 2},
-            {"type": "run.progress", "run_id": 1, "done": 3, "total": 4},
-            {"type": "run.failed", "run_id": 1},
-        ]
-        for seq, event in enumerate(script, start=1):
-            await ws.send_str(json.dumps({**event, "seq": seq}))
+        connections += 1
+        await ws.send_json({"type": "hello", "seq": 1})
+        if connections == 1:
+            await fetched.wait()
+            script: list[dict[str, Any]] = [
+                # queued before the client's fetch, which already saw 3: stale, not shown
+                {"type": "run.progress", "run_id": 1, "done": 2, "total": 4},
+                {"type": "run.completed", "run_id": 2},
+                {"type": "run.progress", "run_id": 1, "done": 4, "total": 4},
+            ]
+            for seq, event in enumerate(script, start=2):
+                await ws.send_json({**event, "seq": seq})
+            await ws.close()
         async for _ in ws:
             pass
         return ws
 
-    states = iter(["running", "failed"])
-
     async def run(request: web.Request) -> web.Response:
-        state: dict[str, Any] = {"run_id": 1, "status": next(states), "done": 3, "total": 4}
-        state["error"] = "ValueError: boom"
+        fetched.set()
+        status, done = ("failed", 4) if connections > 1 else ("running", 3)
+        state = {"run_id": 1, "status": status, "done": done, "total": 4, "error": "boom"}
         return web.json_response(state)
 
     app = web.Application()
@@ -97,6 +104,7 @@ async def test_events_about_other_runs_do_not_end_the_wait(
     server = await aiohttp_server(app)
     seen: list[tuple[int, int | None]] = []
     async with AsyncClient(str(server.make_url(""))) as client:
-        with pytest.raises(SimsvcError, match="run 1 failed: ValueError: boom"):
+        with pytest.raises(RunFailed, match="run 1 failed: boom"):
             await client.wait(1, timeout=30, progress=lambda d, t: seen.append((d, t)))
-    assert seen == [(3, 4)]
+    assert seen == [(3, 4), (4, 4)]
+    assert connections == 2
