@@ -62,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     _add_run(commands.add_parser("run", parents=[common], help="start a run and wait for it"))
     _add_results(commands.add_parser("results", parents=[common], help="print a run's results"))
-    _add_experiment(
-        commands.add_parser("experiment", parents=[common], help="sweep or optimize params")
-    )
+    _add_experiment(commands.add_parser("experiment", help="sweep or optimize params"), common)
     return parser
 
 
@@ -101,10 +99,10 @@ def _add_results(results: argparse.ArgumentParser) -> None:
     results.add_argument("--confidence", type=float, default=None, help="with --select")
 
 
-def _add_experiment(experiment: argparse.ArgumentParser) -> None:
+def _add_experiment(experiment: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     experiment.description = "Experiments over a parameter space (sweep or optimize)."
     actions = experiment.add_subparsers(dest="action", required=True, metavar="ACTION")
-    start = actions.add_parser("start", help="start one and wait for it")
+    start = actions.add_parser("start", parents=[common], help="start one and wait for it")
     start.add_argument(
         "spec", metavar="SPEC", help="the request: a JSON file, JSON text, or - for stdin"
     )
@@ -114,11 +112,11 @@ def _add_experiment(experiment: argparse.ArgumentParser) -> None:
         ("cancel", "stop it"),
         ("resume", "run what it still lacks, and wait"),
     ]:
-        action = actions.add_parser(name, help=text)
+        action = actions.add_parser(name, parents=[common], help=text)
         action.add_argument("experiment_id", metavar="EXPERIMENT_ID", type=int)
     for name in ("start", "resume"):
         actions.choices[name].add_argument("--no-wait", action="store_true", help="return at once")
-    actions.add_parser("list", help="every experiment")
+    actions.add_parser("list", parents=[common], help="every experiment")
 
 
 def main(argv: Sequence[str]) -> int:
