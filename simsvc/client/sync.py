@@ -11,7 +11,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from .aio import AsyncClient, AsyncExperiment, AsyncRun
 from .records import ExperimentInfo, RunInfo
@@ -186,27 +186,38 @@ class Client:
     experiment_results_csv = _blocking(AsyncClient.experiment_results_csv)
 
 
-class Run:
-    """A run on the service (blocking calls; see AsyncRun)."""
+Inner = TypeVar("Inner", AsyncRun, AsyncExperiment)
 
-    def __init__(self, portal: LoopThread, inner: AsyncRun) -> None:
+
+class _Handle(Generic[Inner]):
+    """What a blocking Run and Experiment share: the async handle they wrap, and its loop."""
+
+    def __init__(self, portal: LoopThread, inner: Inner) -> None:
         self._portal = portal
-        self._inner = inner
+        self._inner: Inner = inner
+
+    @property
+    def status(self) -> str:
+        return self._inner.status
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    def results_frame(self) -> pandas.DataFrame:
+        """The rows as a DataFrame, metrics and varied params as columns (needs pandas)."""
+        return self._portal.call(self._inner.results_frame())
+
+
+class Run(_Handle[AsyncRun]):
+    """A run on the service (blocking calls; see AsyncRun)."""
 
     @property
     def run_id(self) -> int:
         return self._inner.run_id
 
     @property
-    def status(self) -> str:
-        return self._inner.status
-
-    @property
     def info(self) -> RunInfo:
         return self._inner.info
-
-    def __repr__(self) -> str:
-        return repr(self._inner)
 
     refresh = _blocking(AsyncRun.refresh)
     wait = _blocking(AsyncRun.wait)
@@ -219,32 +230,17 @@ class Run:
     compare = _blocking(AsyncRun.compare)
     select = _blocking(AsyncRun.select)
 
-    def results_frame(self) -> pandas.DataFrame:
-        """The rows as a DataFrame, metrics as columns and each scenario's name (needs pandas)."""
-        return self._portal.call(self._inner.results_frame())
 
-
-class Experiment:
+class Experiment(_Handle[AsyncExperiment]):
     """An experiment on the service (blocking calls; see AsyncExperiment)."""
-
-    def __init__(self, portal: LoopThread, inner: AsyncExperiment) -> None:
-        self._portal = portal
-        self._inner = inner
 
     @property
     def experiment_id(self) -> int:
         return self._inner.experiment_id
 
     @property
-    def status(self) -> str:
-        return self._inner.status
-
-    @property
     def info(self) -> ExperimentInfo:
         return self._inner.info
-
-    def __repr__(self) -> str:
-        return repr(self._inner)
 
     refresh = _blocking(AsyncExperiment.refresh)
     wait = _blocking(AsyncExperiment.wait)
@@ -252,7 +248,3 @@ class Experiment:
     resume = _blocking(AsyncExperiment.resume)
     results = _blocking(AsyncExperiment.results)
     results_csv = _blocking(AsyncExperiment.results_csv)
-
-    def results_frame(self) -> pandas.DataFrame:
-        """The rows as a DataFrame, one column per param and metric (needs pandas)."""
-        return self._portal.call(self._inner.results_frame())
