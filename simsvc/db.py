@@ -559,10 +559,18 @@ class Database:
                 await asyncio.to_thread(_collect_samples, samples, batch)
         return await asyncio.to_thread(_moments_of_samples, samples)
 
-    async def stored_replications(self, run_id: int) -> set[tuple[int, int]]:
-        """The (scenario_id, replication) pairs a run has stored."""
+    async def stored_replications(
+        self, run_id: int, scenario_ids: Sequence[int], first: int, last: int
+    ) -> set[tuple[int, int]]:
+        """The (scenario_id, replication) pairs of replications first..last a run has stored.
+
+        One index seek per scenario: a resumed run asks block by block, never for all.
+        """
         rows = await self._all(
-            "SELECT scenario_id, replication FROM results WHERE run_id = ?", (run_id,)
+            "SELECT scenario_id, replication FROM results WHERE run_id = ?"
+            " AND scenario_id IN (SELECT value FROM json_each(?))"
+            " AND replication BETWEEN ? AND ?",
+            (run_id, _dumps(list(scenario_ids)), first, last),
         )
         return {(int(r[0]), int(r[1])) for r in rows}
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from . import __version__
 from .hub import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
-from .sim import Model
+from .runner import DEFAULT_CHUNK_TIMEOUT_S
+from .sim import MAX_REPLICATION_WORK, MAX_RUN_WORK, Model
 
 MAX_SQLITE_INT = 2**63 - 1
 MAX_REPLICATIONS = 100_000
@@ -31,7 +32,12 @@ LIMITS_TEXT = (
     f"{MAX_NAME_LENGTH} characters and one ingestion at most {MAX_INGEST_ROWS} rows (422); "
     f"a WebSocket message from a client has at most {MAX_WS_MESSAGE_BYTES} bytes (close "
     f"1009). A client that falls {MAX_QUEUED_MESSAGES} messages or {MAX_QUEUED_BYTES} bytes "
-    "behind is closed with 1008."
+    "behind is closed with 1008. Work (a model's `work(params)`, about a microsecond of one "
+    f"core per unit; warehouse: 20 + orders_per_hour * shift_hours): one replication at most "
+    f"{MAX_REPLICATION_WORK:.0f} units (422 naming the param), one run at most "
+    f"{MAX_RUN_WORK:.0f} units over all its scenarios and replications (422 naming "
+    f"`replications` or `precision.max_replications`); a chunk of replications still "
+    f"computing after {DEFAULT_CHUNK_TIMEOUT_S:g} s (by default) fails its run."
 )
 
 _ID = {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT}

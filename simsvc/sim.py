@@ -5,8 +5,8 @@ seed `s` always draws from `numpy.random.default_rng([s, r])`, whichever scenari
 worker or executor computes it, so scenarios share common random numbers and a seed
 reproduces a run bit for bit.
 
-The runner knows nothing of storage or sockets: it is handed a `RunSink` and reports
-to it as chunks of replications come back from the executor.
+`simulate_chunk` computes a chunk of (unit, replication) pairs on a `Backend` (a process
+or thread pool here, or Dask); `runner` decides which chunks, and `runs` owns the run.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar, cast, get_args
 
@@ -31,6 +30,10 @@ from .schema import Checker, FieldError, InvalidInput
 
 log = logging.getLogger(__name__)
 
+# Work units (see `Model.work`): one is about the cost of picking one order in `warehouse`.
+REPLICATION_OVERHEAD = 20.0  # what any replication costs: the call, the stream, the row
+MAX_REPLICATION_WORK = 1_000_000.0  # one replication: about a second
+MAX_RUN_WORK = 4_000_000_000.0  # one run or experiment: one to two hours of one core
 SEED_SCHEME = "numpy.random.default_rng([seed, replication]) (PCG64 seeded by SeedSequence)"
 HEADLINE_KPIS = ("total_labor_costs", "ontime_delivery_rate")
 T = TypeVar("T")
@@ -75,6 +78,16 @@ class Model:
     )
     # Other numeric outputs, with no better or worse direction; precision targets may name them.
     metrics: ClassVar[tuple[str, ...]] = ()
+    # The params `work` grows with: a replication too dear is refused naming the first.
+    work_params: ClassVar[tuple[str, ...]] = ()
+
+    def work(self, params: Mapping[str, Any]) -> float:
+        """The expected cost of one replication in work units (about a microsecond each).
+
+        Runs and experiments are bounded by it: see `MAX_REPLICATION_WORK` and
+        `MAX_RUN_WORK`. A plug-in model whose cost grows with its params overrides this.
+        """
+        return REPLICATION_OVERHEAD
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -168,6 +181,12 @@ class WarehouseModel(Model):
         Kpi(name="mean_wait_minutes", direction="min"),
     )
     metrics = ("orders", "utilization")
+    work_params = ("orders_per_hour", "shift_hours")
+
+    def work(self, params: Mapping[str, Any]) -> float:
+        # Each order is one heap step whatever the pick times, workers or due time.
+        orders = float(params["orders_per_hour"]) * float(params["shift_hours"])
+        return REPLICATION_OVERHEAD + orders
 
     def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         workers = int(params["workers"])
@@ -270,7 +289,9 @@ class ParamsChecker:
         self._checkers = {name: Checker(m.params_schema, "params") for name, m in models.items()}
         self._models = models
 
-    def complete(self, model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    def complete(
+        self, model: str, params: Mapping[str, Any], where: str = "params"
+    ) -> dict[str, Any]:
         if model not in self._models:
             known = ", ".join(sorted(self._models))
             raise InvalidInput(
@@ -279,9 +300,26 @@ class ParamsChecker:
         merged = {**self._models[model].defaults, **params}
         self._checkers[model].check(merged)
         props = self._models[model].params_schema.get("properties", {})
-        return {
+        complete = {
             k: int(v) if props.get(k, {}).get("type") == "integer" else v for k, v in merged.items()
         }
+        check_replication_work(self._models[model], complete, where)
+        return complete
+
+
+def check_replication_work(model: Model, params: Mapping[str, Any], where: str = "params") -> None:
+    """Refuse params whose one replication would cost more than `MAX_REPLICATION_WORK`."""
+    work = model.work(params)
+    if work <= MAX_REPLICATION_WORK:
+        return
+    names = model.work_params or tuple(params)[:1]
+    name = f"{where}.{names[0]}" if names else where
+    drivers = ", ".join(f"{k}={params[k]}" for k in model.work_params if k in params)
+    message = (
+        f"one replication would cost {work:.3g} work units ({drivers or model.name}), "
+        f"above the limit of {MAX_REPLICATION_WORK:.3g} per replication"
+    )
+    raise InvalidInput([FieldError(field=name, message=message)])
 
 
 # -- replications ---------------------------------------------------------------------
@@ -354,7 +392,10 @@ class InlineExecutor(concurrent.futures.Executor):
 class Backend(Protocol):
     """Where chunks of replications are computed."""
 
-    workers: int
+    @property
+    def workers(self) -> int:
+        """How many chunks it computes at once now; read again at every top-up."""
+        ...
 
     async def submit(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -434,163 +475,3 @@ async def open_backend(executor: str, workers: int) -> Backend:
 
 def default_workers() -> int:
     return os.cpu_count() or 1
-
-
-# -- the runner -----------------------------------------------------------------------
-
-
-class RunSink(Protocol):
-    """What the runner reports to: storage and broadcasting live behind it."""
-
-    async def run_started(self, run_id: int) -> None: ...
-
-    async def results_ready(self, run_id: int, rows: list[Replication]) -> None: ...
-
-    async def run_finished(
-        self, run_id: int, status: str, error: str | None, stopped_because: str | None
-    ) -> None: ...
-
-
-@dataclass
-class RunJob:
-    """Everything the runner needs to execute one run."""
-
-    run_id: int
-    seed: int
-    scenarios: ScenarioPlan
-    pairs: list[tuple[int, int]]  # (scenario_id, replication) still to compute
-    pace_s: float = 0.0
-    # Asked once the pairs are stored: the next batch, or [] to finish (precision runs).
-    next_pairs: Callable[[RunJob], Awaitable[list[tuple[int, int]]]] | None = None
-    stopped_because: str | None = None
-    started: bool = field(default=False, init=False)
-    cancel_requested: bool = field(default=False, init=False)
-
-
-def pending_pairs(
-    scenario_ids: Iterable[int], replications: Iterable[int], done: set[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """The (scenario, replication) pairs not yet stored, replication-major."""
-    ids = list(scenario_ids)
-    return [(s, r) for r in replications for s in ids if (s, r) not in done]
-
-
-class Runner:
-    """Runs each run as an asyncio task that feeds chunks of replications to a backend."""
-
-    def __init__(self, backend: Backend, sink: RunSink) -> None:
-        self.backend = backend
-        self._sink = sink
-        self._jobs: dict[int, tuple[RunJob, asyncio.Task[None]]] = {}
-
-    def start(self, job: RunJob) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._run(job), name=f"simsvc-run-{job.run_id}")
-        self._jobs[job.run_id] = (job, task)
-        task.add_done_callback(lambda _: self._forget(job))
-        return task
-
-    def _forget(self, job: RunJob) -> None:
-        # A run restarted (extend, resume) must not be dropped by its predecessor's callback.
-        entry = self._jobs.get(job.run_id)
-        if entry is not None and entry[0] is job:
-            del self._jobs[job.run_id]
-
-    def is_active(self, run_id: int) -> bool:
-        return run_id in self._jobs
-
-    def cancel(self, run_id: int) -> bool:
-        """Ask a run to stop; its finished replications stay stored."""
-        entry = self._jobs.get(run_id)
-        if entry is None:
-            return False
-        job, task = entry
-        job.cancel_requested = True
-        if job.started:
-            task.cancel()
-        # A task cancelled before its first step never runs its handlers; an unstarted
-        # job sees the flag as it starts instead.
-        return True
-
-    async def wait(self, run_id: int) -> None:
-        entry = self._jobs.get(run_id)
-        if entry is not None:
-            await asyncio.gather(entry[1], return_exceptions=True)
-
-    async def close(self) -> None:
-        """Stop every run without recording an outcome: the caller marks them interrupted."""
-        tasks = [task for _, task in self._jobs.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.backend.close()
-
-    async def _run(self, job: RunJob) -> None:
-        job.started = True
-        try:
-            if job.cancel_requested:
-                raise asyncio.CancelledError
-            await self._sink.run_started(job.run_id)
-            await self._execute(job, job.pairs)
-            while job.next_pairs is not None:
-                more = await job.next_pairs(job)
-                if not more:
-                    break
-                await self._execute(job, more)
-        except asyncio.CancelledError:
-            if not job.cancel_requested:
-                raise
-            log.info("run %d cancelled", job.run_id)
-            await self._sink.run_finished(job.run_id, "cancelled", None, None)
-            return
-        except Exception as exc:
-            log.exception("run %d failed", job.run_id)
-            await self._sink.run_finished(job.run_id, "failed", _describe(exc), None)
-            return
-        log.info("run %d completed", job.run_id)
-        await self._sink.run_finished(job.run_id, "completed", None, job.stopped_because)
-
-    async def _execute(self, job: RunJob, pairs: Sequence[tuple[int, int]]) -> None:
-        """Compute the pairs in chunks, a few in flight, storing each as it returns."""
-        if job.pace_s > 0:
-            await self._paced(job, pairs)
-            return
-        size = chunk_size(len(pairs), self.backend.workers)
-        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-        in_flight: set[asyncio.Task[list[Replication]]] = set()
-        try:
-            for chunk in chunks:
-                if len(in_flight) >= 2 * self.backend.workers:
-                    await self._store_first(job, in_flight)
-                in_flight.add(asyncio.ensure_future(self._compute(job, chunk)))
-            while in_flight:
-                await self._store_first(job, in_flight)
-        finally:
-            for task in in_flight:
-                task.cancel()
-
-    async def _store_first(
-        self, job: RunJob, in_flight: set[asyncio.Task[list[Replication]]]
-    ) -> None:
-        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            in_flight.discard(task)
-            await self._sink.results_ready(job.run_id, task.result())
-
-    async def _compute(self, job: RunJob, chunk: Sequence[tuple[int, int]]) -> list[Replication]:
-        return await self.backend.submit(simulate_chunk, job.scenarios, job.seed, list(chunk))
-
-    async def _paced(self, job: RunJob, pairs: Sequence[tuple[int, int]]) -> None:
-        for pair in pairs:
-            await self._sink.results_ready(job.run_id, await self._compute(job, [pair]))
-            await asyncio.sleep(job.pace_s)
-
-
-def chunk_size(pairs: int, workers: int) -> int:
-    """About four chunks per worker, at most 500 replications each, so progress stays live."""
-    return max(1, min(500, math.ceil(pairs / (4 * max(workers, 1)))))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, BrokenProcessPool):
-        return "a worker process died while computing replications (BrokenProcessPool)"
-    return f"{type(exc).__name__}: {exc}"

@@ -9,9 +9,7 @@ import json
 import logging
 import math
 import re
-import secrets
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -20,14 +18,13 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import __version__, analysis, db, experiments, security, sim, stats
+from . import __version__, analysis, db, runs, security, sim, stats
 from .hub import Hub, encode_event_fragment
 from .openapi import (
     COMPARE_QUERY,
     EXTEND_REQUEST,
     INGEST_REQUEST,
     MAX_BODY_BYTES,
-    MAX_REPLICATIONS,
     MAX_SCENARIOS,
     MAX_SQLITE_INT,
     MAX_WS_MESSAGE_BYTES,
@@ -37,6 +34,8 @@ from .openapi import (
     SELECT_QUERY,
     build_spec,
 )
+from .runner import DEFAULT_CHUNK_TIMEOUT_S, Runner
+from .runs import run_view
 from .schema import Checker, FieldError, InvalidInput, query_values
 from .security import warn_if_exposed as warn_if_exposed
 
@@ -66,11 +65,13 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     # After the sockets are closed, how long a shutdown waits for requests still running.
     shutdown_timeout_s: float = 3.0
+    # A chunk of replications still computing after this long fails its run.
+    chunk_timeout_s: float = DEFAULT_CHUNK_TIMEOUT_S
 
 
 CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", db.Database)
-RUNNER = web.AppKey("runner", sim.Runner)
+RUNS = web.AppKey("runs", runs.Runs)
 MODELS = web.AppKey("models", dict[str, sim.Model])
 RESULTS_HUB = web.AppKey("results_hub", Hub)
 EVENTS_HUB = web.AppKey("events_hub", Hub)
@@ -255,143 +256,17 @@ def json_response(
 # -- runs -----------------------------------------------------------------------------
 
 
-def run_view(run: db.Run) -> dict[str, Any]:
-    """A run as the API shows it."""
-    view: dict[str, Any] = {k: v for k, v in run.items() if k not in ("snapshot", "options")}
-    view["seed_scheme"] = sim.SEED_SCHEME
-    view["scenarios"] = run["snapshot"]
-    view.update(run["options"])
-    return view
-
-
-class RunEvents:
-    """The runner's sink: store each batch, then tell the sockets."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
-        self._last_progress: dict[int, float] = {}
-        self._unsent: set[int] = set()
-        self._progress_cost: dict[int, float] = {}  # seconds the last progress event took
-
-    async def run_started(self, run_id: int) -> None:
-        # Owed until a progress event goes out, even if no replication is left to run.
-        self._unsent.add(run_id)
-        run = await self._app[DB].mark_started(run_id)
-        self._app[EVENTS_HUB].broadcast_event(
-            "run.started", {"run_id": run_id, "run": run_view(run)}
-        )
-
-    async def results_ready(self, run_id: int, rows: list[sim.Replication]) -> None:
-        done = await self._app[DB].store_results(run_id, rows)
-        run_total = await self._total(run_id)
-        now = time.monotonic()
-        # A run over many scenarios makes each progress event dear: space them out so
-        # that they take at most a tenth of the event loop.
-        interval = max(PROGRESS_INTERVAL_S, 10 * self._progress_cost.get(run_id, 0.0))
-        if done < run_total and now - self._last_progress.get(run_id, 0.0) < interval:
-            self._unsent.add(run_id)
-            return
-        self._last_progress[run_id] = now
-        await self._send_progress(run_id, done, run_total)
-
-    async def _total(self, run_id: int) -> int:
-        return await self._app[DB].run_total(run_id)
-
-    async def _send_progress(self, run_id: int, done: int, total: int) -> None:
-        self._unsent.discard(run_id)
-        hub = self._app[EVENTS_HUB]
-        if not len(hub):
-            return  # nobody listens: skip computing the aggregates
-        began = time.monotonic()
-        results = await self._app[AGGREGATES].compute(run_id)
-        hub.broadcast_event(
-            "run.progress", {"run_id": run_id, "done": done, "total": total, "results": results}
-        )
-        self._progress_cost[run_id] = time.monotonic() - began
-
-    async def run_finished(
-        self, run_id: int, status: str, error: str | None, stopped_because: str | None
-    ) -> None:
-        if run_id in self._unsent:
-            run = await self._app[DB].get_run(run_id)
-            await self._send_progress(run_id, run["done"], run["total"])
-        self._last_progress.pop(run_id, None)
-        self._progress_cost.pop(run_id, None)
-        run = await self._app[DB].finish_run(run_id, status, error, stopped_because)
-        results = await self._app[AGGREGATES].compute(run_id)
-        self._app[EVENTS_HUB].broadcast_event(
-            f"run.{status}", {"run_id": run_id, "run": run_view(run), "results": results}
-        )
-        if status == "completed":
-            self._app[RESULTS_HUB].broadcast(await self._app[AGGREGATES].encoded())
-
-
-async def _scenario_plan(
-    app: web.Application, scenario_ids: list[int]
-) -> tuple[sim.ScenarioPlan, dict[str, Any]]:
-    models = app[MODELS]
-    plan: sim.ScenarioPlan = {}
-    snapshot: dict[str, Any] = {}
-    for sid in scenario_ids:
-        scenario = await app[DB].get_scenario(sid)
-        model = models.get(scenario["model"])
-        if model is None:
-            raise db.Conflict(
-                f"scenario {sid} uses model {scenario['model']!r}, which is not installed"
-            )
-        params = app[PARAMS].complete(model.name, scenario["params"])
-        plan[sid] = (model, params)
-        snapshot[str(sid)] = {
-            "scenario_name": scenario["scenario_name"],
-            "model": model.name,
-            "model_version": model.version,
-            "params": params,
-        }
-    return plan, snapshot
-
-
-async def _requested_scenarios(app: web.Application, body: Mapping[str, Any]) -> list[int]:
-    known = await app[DB].scenario_names()
-    if "scenario_ids" not in body:
-        if not known:
-            raise db.Conflict("there are no scenarios to run; create one first")
-        return sorted(known)
-    ids: list[int] = body["scenario_ids"]
-    errors = [
-        FieldError(field=f"scenario_ids[{i}]", message=f"scenario {sid} does not exist")
-        for i, sid in enumerate(ids)
-        if sid not in known
-    ]
-    if errors:
-        raise InvalidInput(errors)
-    return ids
-
-
 async def start_run(request: web.Request) -> web.Response:
     app = request.app
     body = await read_json(request, app[CHECKERS]["run"], empty={})
-    scenario_ids = await _requested_scenarios(app, body)
-    plan, snapshot = await _scenario_plan(app, scenario_ids)
-    precision = _precision(body, plan)
-    replications = precision.min_replications if precision else int(body.get("replications", 3))
-    seed = int(body["seed"]) if "seed" in body else secrets.randbelow(2**31)
-    pace_s = float(body.get("pace_s", 0))
-    options = experiments.run_options(precision)
-    run = await app[DB].create_run(scenario_ids, replications, seed, pace_s, options, snapshot)
-    job = sim.RunJob(
-        run_id=run["run_id"],
-        seed=seed,
-        scenarios=plan,
-        pairs=sim.pending_pairs(scenario_ids, range(1, replications + 1), set()),
-        pace_s=pace_s,
-        next_pairs=_experiments(app).precision_planner(precision) if precision else None,
-    )
-    app[RUNNER].start(job)
-    log.info(
-        "run %d started: %d scenarios x %d replications",
-        run["run_id"],
-        len(scenario_ids),
-        replications,
+    run = await app[RUNS].start(
+        runs.RunRequest(
+            scenario_ids=body.get("scenario_ids"),
+            replications=int(body["replications"]) if "replications" in body else None,
+            seed=int(body["seed"]) if "seed" in body else None,
+            pace_s=float(body.get("pace_s", 0)),
+            precision=body.get("precision"),
+        )
     )
     return json_response(
         {"message": "Simulation started.", "run_id": run["run_id"], "run": run_view(run)},
@@ -407,21 +282,14 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     run = await request.app[DB].get_run(path_id(request, "run_id"))
     view = run_view(run)
-    view["manifest"] = experiments.manifest(run)
+    view["manifest"] = runs.manifest(run)
     view["results"] = await request.app[AGGREGATES].compute(run["run_id"])
     return json_response(view)
 
 
 async def cancel_run(request: web.Request) -> web.Response:
-    run_id = path_id(request, "run_id")
-    run = await request.app[DB].get_run(run_id)
-    runner = request.app[RUNNER]
-    if not runner.cancel(run_id):
-        raise db.Conflict(
-            f"run {run_id} is {run['status']}; only queued or running runs can be cancelled"
-        )
-    await runner.wait(run_id)
-    return json_response(run_view(await request.app[DB].get_run(run_id)))
+    run = await request.app[RUNS].cancel(path_id(request, "run_id"))
+    return json_response(run_view(run))
 
 
 async def run_results(request: web.Request) -> web.StreamResponse:
@@ -460,23 +328,7 @@ def _csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-# -- experiments: precision, extend, resume, replay, compare, select -------------------
-
-
-def _precision(body: Mapping[str, Any], plan: sim.ScenarioPlan) -> analysis.Precision | None:
-    if "precision" not in body:
-        return None
-    request = dict(body["precision"])
-    if "replications" in body:
-        # Read as the first batch; an interval needs at least two replications.
-        request.setdefault("min_replications", max(2, int(body["replications"])))
-    outputs = {sid: model.outputs for sid, (model, _) in plan.items()}
-    return analysis.parse_precision(request, outputs)
-
-
-def _experiments(app: web.Application) -> experiments.Experiments:
-    models: dict[str, sim.Model] = app[MODELS]
-    return experiments.Experiments(app[DB], app[RUNNER], models)
+# -- analysis: extend, resume, replay, compare, select --------------------------------
 
 
 def _accepted(run: db.Run) -> web.Response:
@@ -486,23 +338,20 @@ def _accepted(run: db.Run) -> web.Response:
 
 async def extend_run(request: web.Request) -> web.Response:
     app = request.app
-    run = await app[DB].get_run(path_id(request, "run_id"))
+    run_id = path_id(request, "run_id")
+    await app[DB].get_run(run_id)  # an unknown run is 404 whatever the body
     added = int((await read_json(request, app[CHECKERS]["extend"]))["replications"])
-    if run["replications"] + added > MAX_REPLICATIONS:
-        message = f"{run['replications']} + {added} exceeds the limit of {MAX_REPLICATIONS}"
-        raise InvalidInput([FieldError(field="replications", message=message)])
-    return _accepted(await _experiments(app).extend(run, added))
+    return _accepted(await app[RUNS].extend(run_id, added))
 
 
 async def resume_run(request: web.Request) -> web.Response:
-    run = await request.app[DB].get_run(path_id(request, "run_id"))
-    return _accepted(await _experiments(request.app).resume(run))
+    return _accepted(await request.app[RUNS].resume(path_id(request, "run_id")))
 
 
 async def replay_replication(request: web.Request) -> web.Response:
-    run = await request.app[DB].get_run(path_id(request, "run_id"))
+    run_id = path_id(request, "run_id")
     sid, r = path_id(request, "scenario_id"), path_id(request, "replication")
-    return json_response(await _experiments(request.app).replay(run, sid, r))
+    return json_response(await request.app[RUNS].replay(run_id, sid, r))
 
 
 def read_query(request: web.Request, name: str) -> dict[str, Any]:
@@ -523,7 +372,7 @@ async def compare_scenarios(request: web.Request) -> web.Response:
     if baseline not in run["scenario_ids"]:
         message = f"scenario {baseline} is not part of run {run['run_id']} {run['scenario_ids']}"
         raise InvalidInput([FieldError(field="baseline", message=message)], BAD_QUERY)
-    directions = _experiments(app).directions(run)
+    directions = app[RUNS].directions(run)
     rows = await app[DB].run_results(run["run_id"])
     comparisons = await asyncio.to_thread(
         analysis.compare_run, rows, run["scenario_ids"], baseline, directions
@@ -543,7 +392,7 @@ async def select_best(request: web.Request) -> web.Response:
     run = await app[DB].get_run(path_id(request, "run_id"))
     query = read_query(request, "select")
     kpi = query["kpi"]
-    directions = _experiments(app).directions(run)
+    directions = app[RUNS].directions(run)
     lacking = [sid for sid in run["scenario_ids"] if kpi not in directions[sid]]
     if lacking:
         known = ", ".join(directions[lacking[0]])
@@ -758,11 +607,13 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     backend = await sim.open_backend(config.executor, config.workers)
-    app[RUNNER] = sim.Runner(backend, RunEvents(app))
+    runner = Runner(backend, config.chunk_timeout_s)
+    sink = runs.RunEvents(app[DB], app[AGGREGATES], app[EVENTS_HUB], app[RESULTS_HUB])
+    app[RUNS] = runs.Runs(app[DB], runner, app[MODELS], app[PARAMS], sink)
     try:
         yield
     finally:
-        await app[RUNNER].close()
+        await runner.close()
         interrupted = await app[DB].interrupt_active_runs()
         if interrupted:
             log.warning("runs %s interrupted by shutdown", interrupted)

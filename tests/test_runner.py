@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import tracemalloc
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
 from simsvc import sim
+from simsvc.runner import Batch, Finish, Job, Pair, Runner
+from simsvc.runs import PlainProcedure
+
+T = TypeVar("T")
 
 
 class RecordingSink:
-    """Keeps what the runner reports."""
+    """Keeps what the runner reports; `stored_pairs` plays the part of the database."""
 
-    def __init__(self) -> None:
+    def __init__(self, stored_pairs: set[Pair] | None = None) -> None:
         self.rows: list[sim.Replication] = []
         self.events: list[tuple[str, int, str | None]] = []
+        self.stored_pairs = stored_pairs or set()
+        self.lookups: list[tuple[int, int]] = []
 
     async def run_started(self, run_id: int) -> None:
         self.events.append(("started", run_id, None))
+
+    async def stored(self, run_id: int, units: Sequence[int], first: int, last: int) -> set[Pair]:
+        self.lookups.append((first, last))
+        return {(u, r) for u, r in self.stored_pairs if u in units and first <= r <= last}
 
     async def results_ready(self, run_id: int, rows: list[sim.Replication]) -> None:
         self.rows.extend(rows)
@@ -24,20 +39,45 @@ class RecordingSink:
         self.events.append((status, run_id, error))
 
 
-def job(run_id: int, replications: int) -> sim.RunJob:
-    params = sim.WAREHOUSE.defaults
-    return sim.RunJob(
-        run_id=run_id,
-        seed=1,
-        scenarios={1: (sim.WAREHOUSE, params)},
-        pairs=sim.pending_pairs([1], range(1, replications + 1), set()),
-    )
+class HeldBackend:
+    """A backend whose chunks finish only when the test says so."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.chunks: list[list[Pair]] = []
+        self.results: list[asyncio.Future[list[sim.Replication]]] = []
+        self.submitted = asyncio.Condition()
+
+    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
+        future: asyncio.Future[list[sim.Replication]] = asyncio.get_running_loop().create_future()
+        self.chunks.append(args[2])
+        self.results.append(future)
+        async with self.submitted:
+            self.submitted.notify_all()
+        result: T = await future  # type: ignore[assignment]
+        return result
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(10), self.submitted:
+            await self.submitted.wait_for(lambda: len(self.chunks) >= count)
+
+    def finish(self, index: int) -> None:
+        self.results[index].set_result([])
+
+    async def close(self) -> None:
+        return None
+
+
+def job(run_id: int, sink: RecordingSink, units: int, replications: int, **kw: Any) -> Job:
+    plan: sim.ScenarioPlan = {u: (sim.UNIFORM, {}) for u in range(1, units + 1)}
+    procedure = PlainProcedure(list(plan), replications)
+    return Job(run_id, 1, plan, procedure, sink, **kw)
 
 
 async def test_cancel_before_the_first_step_still_reports_cancelled() -> None:
     sink = RecordingSink()
-    runner = sim.Runner(sim.PoolBackend("inline", 1), sink)
-    task = runner.start(job(7, 100))
+    runner = Runner(sim.PoolBackend("inline", 1))
+    task = runner.start(job(7, sink, 1, 100))
     assert runner.cancel(7)
     await task
     assert sink.events == [("cancelled", 7, None)]
@@ -47,12 +87,83 @@ async def test_cancel_before_the_first_step_still_reports_cancelled() -> None:
 
 async def test_a_run_reports_every_pair_once_then_completes() -> None:
     sink = RecordingSink()
-    runner = sim.Runner(sim.PoolBackend("thread", 2), sink)
-    await runner.start(job(3, 57))
+    runner = Runner(sim.PoolBackend("thread", 2))
+    await runner.start(job(3, sink, 1, 57))
     assert sorted(r["replication"] for r in sink.rows) == list(range(1, 58))
     assert sink.events == [("started", 3, None), ("completed", 3, None)]
     await runner.close()
 
 
-def test_pending_pairs_skip_what_is_stored() -> None:
-    assert sim.pending_pairs([1, 2], range(1, 3), {(1, 1), (2, 2)}) == [(2, 1), (1, 2)]
+async def test_a_resumed_run_computes_only_the_pairs_not_stored() -> None:
+    sink = RecordingSink(stored_pairs={(1, 1), (2, 2)})
+    runner = Runner(sim.PoolBackend("inline", 1))
+    await runner.start(job(4, sink, 2, 2, resumed=True))
+    assert [(r["scenario_id"], r["replication"]) for r in sink.rows] == [(2, 1), (1, 2)]
+    await runner.close()
+
+
+async def test_a_huge_run_generates_only_the_chunks_in_flight() -> None:
+    # 1,000 units x 100,000 replications: as a list, 10^8 pairs and gigabytes.
+    backend = HeldBackend(workers=1)
+    sink = RecordingSink()
+    runner = Runner(backend)
+    tracemalloc.start()
+    try:
+        task = runner.start(job(5, sink, 1000, 100_000))
+        await backend.until(2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(backend.chunks) == 2  # 2 x workers in flight, nothing generated beyond
+    assert peak < 5_000_000
+    # The window follows the backend's capacity as it is now, read at every top-up.
+    backend.workers = 3
+    backend.finish(0)
+    await backend.until(7)
+    assert runner.cancel(5)
+    await task
+    assert len(backend.chunks) == 7
+    assert [e[0] for e in sink.events] == ["started", "cancelled"]
+    await runner.close()
+
+
+async def test_a_chunk_past_the_time_limit_fails_the_run_with_the_limit() -> None:
+    backend = HeldBackend(workers=1)
+    sink = RecordingSink()
+    runner = Runner(backend, chunk_timeout_s=0.01)
+    async with asyncio.timeout(10):
+        await runner.start(job(6, sink, 1, 10))
+    status, _, error = sink.events[-1]
+    assert status == "failed"
+    assert error is not None
+    assert "limit of 0.01 s per chunk" in error
+    await runner.close()
+
+
+async def test_a_procedure_is_asked_until_it_finishes_and_its_reason_is_recorded() -> None:
+    class TwoBatches:
+        def __init__(self) -> None:
+            self.asked = 0
+
+        async def next_batch(self) -> Sequence[Batch] | Finish:
+            self.asked += 1
+            if self.asked > 2:
+                return Finish("enough")
+            return [Batch((1,), self.asked, self.asked), Batch((9,), 5, 6)]
+
+    recorded: list[str | None] = []
+
+    class Sink(RecordingSink):
+        async def run_finished(
+            self, run_id: int, status: str, error: str | None, why: str | None
+        ) -> None:
+            recorded.append(why)
+
+    sink = Sink()
+    plan: sim.ScenarioPlan = {1: (sim.UNIFORM, {}), 9: (sim.UNIFORM, {})}
+    runner = Runner(sim.PoolBackend("inline", 1))
+    await runner.start(Job(8, 3, plan, TwoBatches(), sink))
+    pairs = sorted((r["scenario_id"], r["replication"]) for r in sink.rows)
+    assert pairs == [(1, 1), (1, 2), (9, 5), (9, 5), (9, 6), (9, 6)]
+    assert recorded == ["enough"]
+    await runner.close()

@@ -65,9 +65,18 @@ async def test_cancel_stops_a_paced_run_and_keeps_finished_replications(client: 
     assert cancelled["status"] == "cancelled"
     rows = await (await client.get(f"/api/simulations/{run['run_id']}/results")).json()
     assert len(rows) == cancelled["done"] < cancelled["total"]
+    # Cancel is idempotent: asking again answers the same final state.
     again = await client.post(f"/api/simulations/{run['run_id']}/cancel")
-    assert again.status == 409
-    assert again.content_type == "application/problem+json"
+    assert again.status == 200
+    assert (await again.json())["status"] == "cancelled"
+
+
+async def test_cancel_of_a_completed_run_is_a_conflict(client: Client) -> None:
+    run = await start_run(client, replications=2)
+    await wait_for_run(client, run["run_id"])
+    resp = await client.post(f"/api/simulations/{run['run_id']}/cancel")
+    assert resp.status == 409
+    assert resp.content_type == "application/problem+json"
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])

@@ -1,0 +1,254 @@
+"""The runner: executes a run as chunks of replications on a backend, generated lazily.
+
+A run's batches come from its `Procedure`: each call to `next_batch` answers with the
+`Batch`es to compute next (units x a replication range), or `Finish` with the reason
+the run stops. The runner turns each batch into chunks of (unit, replication) pairs as
+the backend has room for them, never the whole run at once: memory is O(chunks in
+flight) whatever the run's size. It knows nothing of storage or sockets: it reports to
+the job's `RunSink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncGenerator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .sim import Backend, Replication, ScenarioPlan, simulate_chunk
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK_REPLICATIONS = 500
+# A chunk holds at most about this much work (see `sim.Model.work`), so one stays short.
+CHUNK_WORK = 2_000_000
+# A resumed run looks up what is stored this many pairs at a time.
+LOOKUP_PAIRS = 10_000
+DEFAULT_CHUNK_TIMEOUT_S = 300.0
+
+Pair = tuple[int, int]  # (unit id, replication)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Replications `first..last` (inclusive, from 1) of each of `units`."""
+
+    units: tuple[int, ...]
+    first: int
+    last: int
+
+    def __len__(self) -> int:
+        return len(self.units) * max(0, self.last - self.first + 1)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A procedure's decision that the run is over, and why (`None` for a plain run)."""
+
+    stopped_because: str | None = None
+
+
+class Procedure(Protocol):
+    """Chooses a run's next batches; a plain run, a precision run or an experiment."""
+
+    async def next_batch(self) -> Sequence[Batch] | Finish: ...
+
+
+class RunSink(Protocol):
+    """What the runner reports to: storage and broadcasting live behind it."""
+
+    async def run_started(self, run_id: int) -> None: ...
+
+    async def results_ready(self, run_id: int, rows: list[Replication]) -> None: ...
+
+    async def stored(self, run_id: int, units: Sequence[int], first: int, last: int) -> set[Pair]:
+        """The pairs of these units and replications `first..last` already stored."""
+        ...
+
+    async def run_finished(
+        self, run_id: int, status: str, error: str | None, stopped_because: str | None
+    ) -> None: ...
+
+
+class ChunkTimeout(Exception):
+    """A chunk ran past the per-chunk time limit."""
+
+
+@dataclass
+class Job:
+    """Everything the runner needs to execute one run."""
+
+    run_id: int
+    seed: int
+    plan: ScenarioPlan  # unit id -> (model, params)
+    procedure: Procedure
+    sink: RunSink
+    pace_s: float = 0.0
+    resumed: bool = False  # some pairs may be stored already: skip them
+    kind: str = "run"  # ids are unique within a kind ("run", "experiment")
+    started: bool = field(default=False, init=False)
+    cancel_requested: bool = field(default=False, init=False)
+    finishing: bool = field(default=False, init=False)  # its outcome is being recorded
+
+
+class Runner:
+    """Runs each job as an asyncio task that feeds chunks of replications to a backend."""
+
+    def __init__(self, backend: Backend, chunk_timeout_s: float = DEFAULT_CHUNK_TIMEOUT_S) -> None:
+        self.backend = backend
+        self.chunk_timeout_s = chunk_timeout_s
+        self._jobs: dict[tuple[str, int], tuple[Job, asyncio.Task[None]]] = {}
+
+    def start(self, job: Job) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._run(job), name=f"simsvc-{job.kind}-{job.run_id}")
+        self._jobs[job.kind, job.run_id] = (job, task)
+        task.add_done_callback(lambda _: self._forget(job))
+        return task
+
+    def _forget(self, job: Job) -> None:
+        # A run restarted (extend, resume) must not be dropped by its predecessor's callback.
+        entry = self._jobs.get((job.kind, job.run_id))
+        if entry is not None and entry[0] is job:
+            del self._jobs[job.kind, job.run_id]
+
+    def is_active(self, run_id: int, kind: str = "run") -> bool:
+        return (kind, run_id) in self._jobs
+
+    def cancel(self, run_id: int, kind: str = "run") -> bool:
+        """Ask a run to stop, once however often asked; False if it is not running here."""
+        entry = self._jobs.get((kind, run_id))
+        if entry is None:
+            return False
+        job, task = entry
+        # A second cancel of the task would land inside the handler recording the first.
+        if job.cancel_requested or job.finishing:
+            return True
+        job.cancel_requested = True
+        # A task cancelled before its first step never runs its handlers; an unstarted
+        # job sees the flag as it starts instead.
+        if job.started:
+            task.cancel()
+        return True
+
+    async def wait(self, run_id: int, kind: str = "run") -> None:
+        """Until the job (if any) has ended and recorded its outcome."""
+        entry = self._jobs.get((kind, run_id))
+        if entry is not None:
+            await asyncio.gather(entry[1], return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop every run without recording an outcome: the caller marks them interrupted."""
+        tasks = [task for _, task in self._jobs.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.backend.close()
+
+    async def _run(self, job: Job) -> None:
+        job.started = True
+        status, error, why = "completed", None, None
+        try:
+            if job.cancel_requested:
+                raise asyncio.CancelledError
+            await job.sink.run_started(job.run_id)
+            why = await self._batches(job)
+        except asyncio.CancelledError:
+            if not job.cancel_requested:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            status = "cancelled"
+        except Exception as exc:
+            log.exception("run %d failed", job.run_id)
+            status, error = "failed", _describe(exc)
+        job.finishing = True
+        log.info("run %d %s", job.run_id, status)
+        await job.sink.run_finished(job.run_id, status, error, why)
+
+    async def _batches(self, job: Job) -> str | None:
+        """Compute what the procedure asks for until it finishes; why it finished."""
+        while True:
+            decision = await job.procedure.next_batch()
+            if isinstance(decision, Finish):
+                return decision.stopped_because
+            for batch in decision:
+                await self._execute(job, batch)
+
+    async def _execute(self, job: Job, batch: Batch) -> None:
+        """Compute a batch in chunks, as many in flight as the backend has room for now."""
+        in_flight: set[asyncio.Task[list[Replication]]] = set()
+        chunks = self._chunks(job, batch)
+        try:
+            async for chunk in chunks:
+                # Read at every top-up: a cluster's capacity may change during a run.
+                while len(in_flight) >= self._window(job):
+                    await self._store_first(job, in_flight)
+                in_flight.add(asyncio.ensure_future(self._compute(job, chunk)))
+            while in_flight:
+                await self._store_first(job, in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await chunks.aclose()
+
+    def _window(self, job: Job) -> int:
+        return 1 if job.pace_s > 0 else 2 * max(1, self.backend.workers)
+
+    async def _chunks(self, job: Job, batch: Batch) -> AsyncGenerator[list[Pair], None]:
+        """The batch's pairs not yet stored, replication-major, a chunk at a time."""
+        size = 1 if job.pace_s > 0 else chunk_size(job, batch, self.backend.workers)
+        step = max(1, LOOKUP_PAIRS // max(1, len(batch.units)))
+        chunk: list[Pair] = []
+        for first in range(batch.first, batch.last + 1, step):
+            last = min(batch.last, first + step - 1)
+            stored: set[Pair] = set()
+            if job.resumed:
+                stored = await job.sink.stored(job.run_id, batch.units, first, last)
+            for r in range(first, last + 1):
+                for unit in batch.units:
+                    if (unit, r) in stored:
+                        continue
+                    chunk.append((unit, r))
+                    if len(chunk) >= size:
+                        yield chunk
+                        chunk = []
+        if chunk:
+            yield chunk
+
+    async def _store_first(self, job: Job, in_flight: set[asyncio.Task[list[Replication]]]) -> None:
+        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            in_flight.discard(task)
+            await job.sink.results_ready(job.run_id, task.result())
+            if job.pace_s > 0:
+                await asyncio.sleep(job.pace_s)
+
+    async def _compute(self, job: Job, chunk: list[Pair]) -> list[Replication]:
+        try:
+            async with asyncio.timeout(self.chunk_timeout_s):
+                return await self.backend.submit(simulate_chunk, job.plan, job.seed, chunk)
+        except TimeoutError:
+            raise ChunkTimeout(
+                f"a chunk of {len(chunk)} replications ran longer than the limit of "
+                f"{self.chunk_timeout_s:g} s per chunk; the run was stopped"
+            ) from None
+
+
+def chunk_size(job: Job, batch: Batch, workers: int) -> int:
+    """About four chunks per worker, each short in work, so progress stays live."""
+    by_count = math.ceil(len(batch) / (4 * max(workers, 1)))
+    work = max((job.plan[u][0].work(job.plan[u][1]) for u in batch.units), default=1.0)
+    by_work = int(CHUNK_WORK // max(work, 1.0))
+    return max(1, min(MAX_CHUNK_REPLICATIONS, by_count, by_work))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BrokenProcessPool):
+        return "a worker process died while computing replications (BrokenProcessPool)"
+    if isinstance(exc, ChunkTimeout):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
