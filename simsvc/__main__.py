@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
+from . import StartupError
 from .web import POOL_EXECUTORS, Config, create_app, default_workers, warn_if_exposed
 
 log = logging.getLogger("simsvc")
@@ -50,10 +52,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="an origin (https://host:port) allowed to call the API and open WebSockets "
         "from a browser; repeat for several (SIMSVC_CORS_ORIGINS: comma-separated)",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        default=None,
+        help="a host name (or address) clients reach the service by, besides loopback names "
+        "and --host; repeat for several, '*' for any (SIMSVC_ALLOWED_HOSTS: comma-separated)",
+    )
     args = parser.parse_args(argv)
     if args.cors_origins is None:
         listed = env("SIMSVC_CORS_ORIGINS", "")
         args.cors_origins = [o.strip() for o in listed.split(",") if o.strip()]
+    if args.allowed_hosts is None:
+        listed = env("SIMSVC_ALLOWED_HOSTS", "")
+        args.allowed_hosts = [h.strip() for h in listed.split(",") if h.strip()]
     return args
 
 
@@ -79,17 +92,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         executor=args.executor,
         token=args.token,
         cors_origins=tuple(args.cors_origins),
+        allowed_hosts=(args.host, *args.allowed_hosts),
     )
     warn_if_exposed(args.host, args.token)
     base = f"http://{args.host}:{args.port}"
     log.info("dashboard: %s/   API docs: %s/docs", base, base)
-    web.run_app(
-        create_app(config),
-        host=args.host,
-        port=args.port,
-        print=_log_listening,
-        shutdown_timeout=config.shutdown_timeout_s,
-    )
+    try:
+        web.run_app(
+            create_app(config),
+            host=args.host,
+            port=args.port,
+            print=_log_listening,
+            shutdown_timeout=config.shutdown_timeout_s,
+        )
+    except StartupError as exc:
+        print(f"simsvc: {exc}", file=sys.stderr)  # noqa: T201 - the operator's one line
+        sys.exit(1)
 
 
 def _log_listening(message: str) -> None:

@@ -317,30 +317,54 @@ def screen_best(
     """
     ids = list(samples)
     reps = sorted(set.intersection(*(set(samples[sid]) for sid in ids))) if ids else []
-    if len(reps) < 2:
+    x = np.array([[samples[sid][r] for r in reps] for sid in ids], dtype=float)
+    return _screen_matrix(ids, x, direction, confidence, indifference)
+
+
+def _screen_matrix(
+    ids: Sequence[int], x: np.ndarray, direction: Direction, confidence: float, indifference: float
+) -> tuple[list[int], int, list[Screened]]:
+    """`screen_best` on a k x n matrix: row i holds scenario ids[i]'s common replications."""
+    k, n = len(ids), (x.shape[1] if x.ndim == 2 else 0)
+    if n < 2:
         raise NotEnoughData(
-            f"screening needs at least 2 replications common to every scenario; found {len(reps)}"
+            f"screening needs at least 2 replications common to every scenario; found {n}"
         )
     sign = 1.0 if direction == "max" else -1.0
-    x = sign * np.array([[samples[sid][r] for r in reps] for sid in ids])
+    x = sign * x
     means = x.mean(axis=1)
-    n, k = len(reps), len(ids)
     t = t_quantile(1 - (1 - confidence) / (k - 1), n - 1) if k > 1 else 0.0
-    detail = []
-    for i, sid in enumerate(ids):
-        beaten_by = None
-        for j in range(k):
-            if j == i:
-                continue
-            w = t * float(np.std(x[i] - x[j], ddof=1)) / math.sqrt(n)
-            if means[i] < means[j] - max(w - indifference, 0.0):
-                beaten_by = ids[j]
-                break
-        detail.append(
-            Screened(scenario_id=sid, mean=float(sign * means[i]), eliminated_by=beaten_by)
+    beaten = _beaten(means, t * np.sqrt(_difference_variances(x, means) / n), indifference)
+    detail = [
+        Screened(
+            scenario_id=sid,
+            mean=float(sign * means[i]),
+            eliminated_by=ids[int(np.argmax(beaten[i]))] if beaten[i].any() else None,
         )
+        for i, sid in enumerate(ids)
+    ]
     subset = [d["scenario_id"] for d in detail if d["eliminated_by"] is None]
     return subset, n, detail
+
+
+def _difference_variances(x: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """S_ij^2 for every pair at once: |c_i|^2 + |c_j|^2 - 2 c_i.c_j over centred rows.
+
+    A k x k matrix product instead of k^2 passes over the replications: 1,000 scenarios
+    of 100 replications take milliseconds. Centring keeps the cancellation harmless.
+    """
+    centred = x - means[:, None]
+    squares = np.einsum("ij,ij->i", centred, centred)
+    spread = squares[:, None] + squares[None, :] - 2.0 * (centred @ centred.T)
+    result: np.ndarray = np.maximum(spread, 0.0) / (x.shape[1] - 1)
+    return result
+
+
+def _beaten(means: np.ndarray, w: np.ndarray, indifference: float) -> np.ndarray:
+    """beaten[i, j]: scenario j beats i by more than (W_ij - indifference)^+."""
+    beaten: np.ndarray = means[:, None] < means[None, :] - np.maximum(w - indifference, 0.0)
+    np.fill_diagonal(beaten, False)
+    return beaten
 
 
 def select_best(
@@ -352,9 +376,47 @@ def select_best(
     indifference: float,
 ) -> dict[str, Any]:
     """The screening of `screen_best` on one KPI of a run's rows, as the API answers it."""
-    per_scenario = samples_of(rows).get(kpi, {})
-    samples = {sid: per_scenario.get(sid, {}) for sid in scenario_ids}
-    subset, n, detail = screen_best(samples, direction, confidence, indifference)
+    values = [
+        (sid, rep, value)
+        for sid, per_rep in samples_of(rows).get(kpi, {}).items()
+        for rep, value in per_rep.items()
+    ]
+    return select_best_of(values, scenario_ids, kpi, direction, confidence, indifference)
+
+
+def _common_matrix(values: Iterable[tuple[int, int, float]], ids: Sequence[int]) -> np.ndarray:
+    """Values of the replications every scenario has, one row per scenario, built in NumPy.
+
+    The triples are unique per (scenario_id, replication), as a run stores them.
+    """
+    table = np.array(list(values), dtype=float).reshape(-1, 3)
+    if not ids:
+        return np.empty((0, 0))
+    order = np.argsort(ids)
+    sorted_ids = np.asarray(ids, dtype=float)[order]
+    where = np.searchsorted(sorted_ids, table[:, 0]).clip(0, max(len(ids) - 1, 0))
+    keep = np.isfinite(table[:, 2]) & (sorted_ids[where] == table[:, 0])
+    table, rows = table[keep], order[where[keep]]
+    reps, column, counts = np.unique(table[:, 1], return_inverse=True, return_counts=True)
+    matrix = np.full((len(ids), len(reps)), np.nan)
+    matrix[rows, column] = table[:, 2]
+    common: np.ndarray = matrix[:, counts == len(ids)]
+    return common
+
+
+def select_best_of(
+    values: Iterable[tuple[int, int, float]],
+    scenario_ids: Sequence[int],
+    kpi: str,
+    direction: Direction,
+    confidence: float,
+    indifference: float,
+) -> dict[str, Any]:
+    """`select_best` from (scenario_id, replication, value) triples of the one KPI."""
+    ids = list(scenario_ids)
+    subset, n, detail = _screen_matrix(
+        ids, _common_matrix(values, ids), direction, confidence, indifference
+    )
     return {
         "kpi": kpi,
         "direction": direction,

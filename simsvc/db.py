@@ -17,11 +17,15 @@ from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import aiosqlite
 
 SCHEMA_VERSION = 1
+# PRAGMA application_id of simsvc's files ("SIMS"): other programs' databases stay untouched.
+APPLICATION_ID = 0x53494D53
+SIMSVC_TABLES = frozenset({"scenarios", "runs", "results", "kpi_stats"})
+BUSY_TIMEOUT_MS = 5000
 INGESTED = 0  # run key of rows stored by POST /api/results
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
@@ -93,6 +97,10 @@ class Conflict(DbError):
     """The request conflicts with what is stored."""
 
 
+class UnusableDatabase(DbError):
+    """A file the service cannot or must not use: why, in one line for the operator."""
+
+
 class InvalidRows(DbError):
     """Rows that refer to things that do not exist; nothing was stored."""
 
@@ -153,7 +161,7 @@ class Moments:
             return other
         n = self.n + other.n
         delta = other.mean - self.mean
-        mean = self.mean + delta * other.n / n
+        mean = self.mean + delta * (other.n / n)
         m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
         return Moments(n, mean, m2)
 
@@ -163,8 +171,12 @@ class Moments:
         n = len(values)
         if n == 0:
             return cls(0, 0.0, 0.0)
-        mean = math.fsum(values) / n
-        m2 = math.fsum((v - mean) ** 2 for v in values)
+        try:
+            mean = math.fsum(values) / n
+            m2 = math.fsum((v - mean) ** 2 for v in values)
+        except OverflowError:
+            # Values near the largest double: the spread overflows; JSON shows it as null.
+            return cls(n, math.fsum(v / n for v in values), math.inf)
         return cls(n, mean, m2)
 
 
@@ -229,16 +241,52 @@ class Database:
 
     @classmethod
     async def open(cls, path: str | Path, initial: InitialScenarios = ()) -> Database:
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        """Open (or create) simsvc's database; UnusableDatabase says why it cannot be used.
+
+        A file made by another program is refused before anything is written to it.
+        """
+        try:
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+        except sqlite3.Error as exc:
+            raise UnusableDatabase(_unusable(path, exc)) from None
         conn.row_factory = sqlite3.Row
         db = cls(conn)
         try:
+            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await db._check_identity(path)
             await db._configure(str(path) == ":memory:")
             await db._migrate(initial)
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise UnusableDatabase(_unusable(path, exc)) from None
         except BaseException:
             await conn.close()
             raise
         return db
+
+    async def _check_identity(self, path: str | Path) -> None:
+        """Refuse a database that is neither empty nor simsvc's, before any write."""
+        app_id = await self._scalar("PRAGMA application_id")
+        version = await self._scalar("PRAGMA user_version")
+        async with self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        ) as cursor:
+            tables = {str(r[0]) for r in await cursor.fetchall()}
+        ours = app_id == APPLICATION_ID or (
+            # made before simsvc stamped its files, or new and empty
+            app_id == 0 and (tables >= SIMSVC_TABLES or not tables)
+        )
+        if not ours:
+            listed = ", ".join(sorted(tables)[:5]) or "none"
+            raise UnusableDatabase(
+                f"{path} is not a simsvc database (application_id {app_id}, tables: {listed});"
+                " it was left untouched: give --db a new file or a simsvc database"
+            )
+        if version > SCHEMA_VERSION:
+            raise UnusableDatabase(
+                f"{path} has schema version {version}, newer than this simsvc's "
+                f"{SCHEMA_VERSION}: upgrade simsvc"
+            )
 
     async def close(self) -> None:
         async with self._lock:
@@ -249,7 +297,6 @@ class Database:
             await self._conn.execute("PRAGMA journal_mode=WAL")
         await self._conn.execute("PRAGMA synchronous=NORMAL")
         await self._conn.execute("PRAGMA foreign_keys=ON")
-        await self._conn.execute("PRAGMA busy_timeout=5000")
 
     async def _migrate(self, initial: InitialScenarios) -> None:
         async with self._transaction() as conn:
@@ -267,6 +314,7 @@ class Database:
                     [(n, m, _dumps(p), now, now) for n, m, p in initial],
                 )
             await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            await conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -521,6 +569,43 @@ class Database:
             self.generation += 1
         return len(rows)
 
+    async def ingested_results(self, scenario_id: int) -> list[ResultRow]:
+        """The rows POST /api/results stored for a scenario, by replication."""
+        await self.get_scenario(scenario_id)
+        rows = await self._all(
+            "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
+            " metrics FROM results WHERE run_id IS NULL AND scenario_id = ?"
+            " ORDER BY replication, result_id",
+            (scenario_id,),
+        )
+        return [_result(r) for r in rows]
+
+    async def delete_ingested(self, scenario_id: int, replication: int | None = None) -> int:
+        """Remove a scenario's ingested rows (or one replication); the number removed.
+
+        The scenario's ingested moments are recomputed exactly from the rows left.
+        """
+        where, args = "run_id IS NULL AND scenario_id = ?", [scenario_id]
+        if replication is not None:
+            where, args = f"{where} AND replication = ?", [scenario_id, replication]
+        async with self._transaction() as conn:
+            if not await self._scalar(
+                "SELECT 1 FROM scenarios WHERE scenario_id = ?", (scenario_id,)
+            ):
+                raise NotFound(f"scenario {scenario_id} does not exist")
+            deleted = (await conn.execute(f"DELETE FROM results WHERE {where}", args)).rowcount
+            if deleted:
+                stats = await self._stats_of_query_unlocked(
+                    "run_id IS NULL AND scenario_id = ?", (scenario_id,)
+                )
+                await conn.execute(
+                    "DELETE FROM kpi_stats WHERE run_key = ? AND scenario_id = ?",
+                    (INGESTED, scenario_id),
+                )
+                await self._write_stats(INGESTED, stats)
+                self.generation += 1
+        return deleted
+
     async def run_results(self, run_id: int) -> list[ResultRow]:
         await self.get_run(run_id)
         async with self._lock:
@@ -533,6 +618,30 @@ class Database:
             (run_id,),
         ) as cursor:
             return [_result(r) for r in await cursor.fetchall()]
+
+    async def run_kpi_values(self, run_id: int, kpi: str) -> list[tuple[int, int, float]]:
+        """One numeric KPI of every stored replication of a run: (scenario_id, replication,
+        value). Reads that one value, as plain tuples, so a selection over 10^5 rows stays
+        cheap."""
+        args: tuple[Any, ...] = (run_id,)
+        if kpi in KPIS:
+            sql = f"SELECT scenario_id, replication, {kpi} FROM results WHERE run_id = ?"
+        elif kpi.isidentifier():
+            sql = (
+                "SELECT scenario_id, replication, json_extract(metrics, ?2) FROM results"
+                " WHERE run_id = ?1 AND json_type(metrics, ?2) IN ('integer', 'real')"
+            )
+            args = (run_id, f'$."{kpi}"')
+        else:
+            return [
+                (r["scenario_id"], r["replication"], kpi_values(r)[kpi])
+                for r in await self.run_results(run_id)
+                if kpi in kpi_values(r)
+            ]
+        async with self._lock, self._conn.execute(sql, args) as cursor:
+            cursor.row_factory = None  # tuples: no Row object per replication
+            rows = await cursor.fetchall()
+        return cast(list[tuple[int, int, float]], rows)
 
     async def run_result(self, run_id: int, scenario_id: int, replication: int) -> ResultRow | None:
         """One stored replication of a run, or None when it is not stored."""
@@ -549,11 +658,14 @@ class Database:
         A run can be 10^5 rows or more: they are read in batches, and only their KPI
         values are kept, as packed doubles, for the exact two-pass moments.
         """
+        return await self._stats_of_query_unlocked("run_id = ?", (run_id,))
+
+    async def _stats_of_query_unlocked(self, where: str, args: Sequence[Any]) -> ScenarioStats:
         samples: Samples = {}
         async with self._conn.execute(
             "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
-            " metrics FROM results WHERE run_id = ?",
-            (run_id,),
+            f" metrics FROM results WHERE {where}",
+            args,
         ) as cursor:
             while batch := await cursor.fetchmany(STATS_BATCH_ROWS):
                 await asyncio.to_thread(_collect_samples, samples, batch)
@@ -614,7 +726,8 @@ class Database:
             " VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
             " n = n + excluded.n,"
-            " mean = mean + (excluded.mean - mean) * excluded.n / (n + excluded.n),"
+            # The weight first: a product of a huge difference and a count would overflow.
+            " mean = mean + (excluded.mean - mean) * (excluded.n * 1.0 / (n + excluded.n)),"
             " m2 = m2 + excluded.m2"
             " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
             " / (n + excluded.n)",
@@ -738,3 +851,17 @@ def _result(row: sqlite3.Row) -> ResultRow:
         ontime_delivery_rate=row["ontime_delivery_rate"],
         metrics=json.loads(row["metrics"]),
     )
+
+
+def _unusable(path: str | Path, exc: sqlite3.Error) -> str:
+    """One line on why SQLite cannot use `path`, from the error it gave."""
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"{path} is not a SQLite database, or it is damaged ({text})"
+    if "readonly" in text or "read-only" in text:
+        return f"{path} is read-only ({text}); simsvc must be able to write it and its folder"
+    if "locked" in text or "busy" in text:
+        return f"{path} is locked by another program ({text})"
+    if "unable to open" in text:
+        return f"cannot open {path} ({text}): check the path and its permissions"
+    return f"cannot use {path} as a database: {text}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import struct
 import weakref
@@ -17,6 +16,8 @@ from collections import deque
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+
+from . import jsontext
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ class Hub:
 
 
 def encode_event_fragment(event_type: str, payload: dict[str, Any]) -> str:
-    body = json.dumps({"type": event_type, **payload}, ensure_ascii=False, separators=(",", ":"))
+    body = jsontext.dumps({"type": event_type, **payload}, separators=(",", ":"))
     return body[1:]
 
 

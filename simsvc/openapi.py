@@ -23,6 +23,10 @@ MAX_INGEST_ROWS = 100_000
 MAX_BODY_BYTES = 1 << 20
 MAX_NAME_LENGTH = 200
 MAX_WS_MESSAGE_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # arrays and objects nested in one body
+# |value| of a KPI or numeric metric sent to POST /api/results: far above any cost or
+# count, exact for integers, and small enough that no sum or square of them overflows.
+MAX_INGEST_MAGNITUDE = 1e15
 
 LIMITS_TEXT = (
     f"Limits (a refusal names the one it hit): a request body holds at most "
@@ -37,7 +41,13 @@ LIMITS_TEXT = (
     f"{MAX_REPLICATION_WORK:.0f} units (422 naming the param), one run at most "
     f"{MAX_RUN_WORK:.0f} units over all its scenarios and replications (422 naming "
     f"`replications` or `precision.max_replications`); a chunk of replications still "
-    f"computing after {DEFAULT_CHUNK_TIMEOUT_S:g} s (by default) fails its run."
+    f"computing after {DEFAULT_CHUNK_TIMEOUT_S:g} s (by default) fails its run. "
+    f"A body nests at most {MAX_JSON_DEPTH} levels (400), is "
+    "sent as application/json (415), and holds no number beyond a double's range (422); "
+    f"ingested KPIs and numeric metrics lie within ±{MAX_INGEST_MAGNITUDE:.0e} (422). "
+    "Answers never hold NaN or Infinity: a statistic that overflows is null. Requests must "
+    "name this service in Host (421), and changes from a browser must come from its own "
+    "origin or an allowed one (403). One replay computes at a time (429)."
 )
 
 _ID = {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT}
@@ -212,9 +222,17 @@ INGEST_ROW: dict[str, Any] = {
         "scenario_id": _ID,
         "replication": {"type": "integer", "minimum": 1, "maximum": MAX_SQLITE_INT},
         "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SQLITE_INT},
-        "total_labor_costs": {"type": "number", "minimum": 0},
+        "total_labor_costs": {"type": "number", "minimum": 0, "maximum": MAX_INGEST_MAGNITUDE},
         "ontime_delivery_rate": {"type": "number", "minimum": 0, "maximum": 1},
-        "metrics": {"type": "object"},
+        "metrics": {
+            "type": "object",
+            "additionalProperties": {
+                "if": {"type": "number"},
+                "then": {"minimum": -MAX_INGEST_MAGNITUDE, "maximum": MAX_INGEST_MAGNITUDE},
+            },
+            "description": "more outputs; numbers among them are aggregated like KPIs "
+            f"and must lie within ±{MAX_INGEST_MAGNITUDE:.0e}",
+        },
     },
 }
 
@@ -466,10 +484,14 @@ def _problems(*codes: int) -> dict[str, Any]:
     reasons = {
         400: "malformed request (bad JSON, invalid UTF-8, bad query parameter)",
         401: "missing or wrong bearer token",
+        403: "sent from a browser page of another origin (see --cors-origin)",
         404: "no such resource",
         409: "conflicts with the current state",
         413: f"body over {MAX_BODY_BYTES} bytes",
+        415: "a body whose Content-Type is not application/json",
+        421: "the Host header names a host this service does not answer to (see --allowed-host)",
         422: "a field with a wrong name, type or range; `errors` names each field",
+        429: "busy with the same kind of request; retry after Retry-After seconds",
     }
     problem = {"content": {"application/problem+json": {"schema": _ref("Problem")}}}
     return {str(c): {"description": reasons[c], **problem} for c in codes}
@@ -496,6 +518,7 @@ def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[st
 
 
 _TAGS = (
+    ("/api/scenarios/{scenario_id}/ingested-results", "results"),
     ("/api/scenarios", "scenarios"),
     ("/api/simulations", "runs"),
     ("/api/results", "results"),
@@ -511,6 +534,17 @@ def _tag_operations(paths: dict[str, Any]) -> None:
         for key, operation in item.items():
             if key != "parameters":
                 operation.setdefault("tags", [tag])
+
+
+def _add_edge_responses(paths: dict[str, Any]) -> None:
+    """The refusals of the edge, before any handler: a foreign Host, a foreign Origin."""
+    for item in paths.values():
+        for key, operation in item.items():
+            if key == "parameters":
+                continue
+            codes = (403, 421) if key in ("post", "patch", "delete") else (421,)
+            for code, response in _problems(*codes).items():
+                operation["responses"].setdefault(code, response)
 
 
 def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
@@ -554,7 +588,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
             ),
             "post": _operation(
                 "Create a scenario",
-                {"201": _json(_ref("Scenario"), "Created"), **_problems(400, 409, 413, 422)},
+                {"201": _json(_ref("Scenario"), "Created"), **_problems(400, 409, 413, 415, 422)},
                 requestBody=_body(_ref("ScenarioCreate")),
             ),
         },
@@ -563,12 +597,46 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
             "get": _operation("One scenario", {"200": _json(_ref("Scenario")), **_problems(404)}),
             "patch": _operation(
                 "Change a scenario (stored results keep the params they were run with)",
-                {"200": _json(_ref("Scenario")), **_problems(400, 404, 409, 413, 422)},
+                {"200": _json(_ref("Scenario")), **_problems(400, 404, 409, 413, 415, 422)},
                 requestBody=_body(_ref("ScenarioPatch")),
             ),
             "delete": _operation(
                 "Delete a scenario that has no results",
                 {"204": {"description": "Deleted"}, **_problems(404, 409)},
+            ),
+        },
+        "/api/scenarios/{scenario_id}/ingested-results": {
+            "parameters": [scenario_id],
+            "get": _operation(
+                "The replications POST /api/results stored for this scenario",
+                {
+                    "200": _json({"type": "array", "items": _ref("ResultRow")}),
+                    **_problems(404),
+                },
+            ),
+            "delete": _operation(
+                "Remove every replication POST /api/results stored for this scenario; "
+                "results of runs stay. The aggregates no longer count them",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["scenario_id", "deleted"],
+                            "properties": {
+                                "scenario_id": {"type": "integer"},
+                                "deleted": {"type": "integer", "minimum": 0},
+                            },
+                        }
+                    ),
+                    **_problems(404),
+                },
+            ),
+        },
+        "/api/scenarios/{scenario_id}/ingested-results/{replication}": {
+            "parameters": [scenario_id, _path_id("replication")],
+            "delete": _operation(
+                "Remove one replication POST /api/results stored for this scenario",
+                {"204": {"description": "Deleted"}, **_problems(404)},
             ),
         },
         "/api/simulations": {
@@ -593,7 +661,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                         ),
                         "headers": {"Location": {"schema": {"type": "string"}}},
                     },
-                    **_problems(400, 409, 413, 422),
+                    **_problems(400, 409, 413, 415, 422),
                 },
                 requestBody=_body(_ref("RunRequest"), required=False),
             ),
@@ -631,7 +699,10 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
             "parameters": [run_id],
             "post": _operation(
                 "Add replications n+1..n+K to every scenario of a finished run",
-                {"202": _json(_ref("Run"), "Accepted"), **_problems(400, 404, 409, 413, 422)},
+                {
+                    "202": _json(_ref("Run"), "Accepted"),
+                    **_problems(400, 404, 409, 413, 415, 422),
+                },
                 requestBody=_body(_ref("ExtendRequest")),
             ),
         },
@@ -646,8 +717,9 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
             "parameters": [run_id, scenario_id, _path_id("replication")],
             "get": _operation(
                 "Recompute one replication now from the run's manifest, and say whether it "
-                "matches the stored row",
-                {"200": _json(_ref("Replay")), **_problems(404, 409)},
+                "matches the stored row. It costs a replication's CPU: it needs the token "
+                "when one is set, and one replay runs at a time (429 meanwhile)",
+                {"200": _json(_ref("Replay")), **_problems(401, 404, 409, 429)},
             ),
         },
         "/api/simulations/{run_id}/results": {
@@ -692,7 +764,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                         {"type": "object", "properties": {"inserted": {"type": "integer"}}},
                         "Created",
                     ),
-                    **_problems(400, 413, 422),
+                    **_problems(400, 413, 415, 422),
                 },
                 requestBody=_body(_ref("IngestRequest")),
             ),
@@ -784,6 +856,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
     for name, model in models.items():
         schemas[f"Params.{name}"] = model.params_schema
     _tag_operations(paths)
+    _add_edge_responses(paths)
     _add_links(paths)
     return {
         "openapi": "3.1.0",

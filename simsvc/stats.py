@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from functools import lru_cache
@@ -10,6 +9,7 @@ from typing import Any, TypedDict
 
 from scipy import stats as scipy_stats
 
+from . import jsontext
 from .db import Database, Moments, ScenarioStats
 
 
@@ -90,7 +90,7 @@ class AggregateCache:
         cached = self._cache.get(run_id)
         if cached is not None and cached[0] == generation:
             return cached
-        text = json.dumps(await self.compute(run_id), ensure_ascii=False)
+        text = jsontext.dumps(await self.compute(run_id))
         entry = (generation, text, text.encode("utf-8"))
         self._cache[run_id] = entry
         return entry

@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import sys
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -18,13 +19,25 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import __version__, analysis, db, runs, security, sim, stats
+from . import (
+    StartupError,
+    __version__,
+    analysis,
+    db,
+    jsontext,
+    lockfile,
+    runs,
+    security,
+    sim,
+    stats,
+)
 from .hub import Hub, encode_event_fragment
 from .openapi import (
     COMPARE_QUERY,
     EXTEND_REQUEST,
     INGEST_REQUEST,
     MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
     MAX_SCENARIOS,
     MAX_SQLITE_INT,
     MAX_WS_MESSAGE_BYTES,
@@ -49,7 +62,10 @@ PROGRESS_INTERVAL_S = 0.1
 SEED_SCENARIOS = (("現状シナリオ", 5), ("人員1名追加", 6), ("人員1名削減", 4))
 _ID_PATTERN = r"{%s:\d{1,18}}"
 QUERIES = {"compare": COMPARE_QUERY, "select": SELECT_QUERY}
+REPLAY_ROUTE = "replay"  # a GET that computes: it needs the token when one is set
 BAD_QUERY = "the query string is not valid"
+FLOAT_MAX = sys.float_info.max
+TRACE_FRAMES = 3  # frames of an unhandled error's traceback that go into its log line
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,9 @@ class Config:
     max_ws_message_bytes: int = MAX_WS_MESSAGE_BYTES
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
+    # Host names (or the address) the service is reached by besides the loopback ones;
+    # "0.0.0.0" or "::" accepts any address literal, "*" any name (see security.Policy).
+    allowed_hosts: tuple[str, ...] = ()
     # After the sockets are closed, how long a shutdown waits for requests still running.
     shutdown_timeout_s: float = 3.0
     # A chunk of replications still computing after this long fails its run.
@@ -79,10 +98,15 @@ AGGREGATES = web.AppKey("aggregates", stats.AggregateCache)
 CHECKERS = web.AppKey("checkers", dict[str, Checker])
 SPEC = web.AppKey("spec", dict[str, Any])
 PARAMS = web.AppKey("params", sim.ParamsChecker)
+REPLAY_SLOT = web.AppKey("replay_slot", asyncio.Lock)
 
 
 class BadRequest(Exception):
     """A request that cannot be read at all: malformed JSON, bad encoding, bad query."""
+
+
+class TooBusy(Exception):
+    """A bounded resource is in use; the client may retry shortly."""
 
 
 # -- errors as problem+json -----------------------------------------------------------
@@ -141,6 +165,10 @@ async def problem_middleware(
         return problem(422, "the request body is not valid", errors)
     except BadRequest as exc:
         return problem(400, str(exc))
+    except security.UnsupportedMediaType as exc:
+        return problem(415, str(exc))
+    except TooBusy as exc:
+        return problem(429, str(exc), headers={"Retry-After": "1"})
     except db.NotFound as exc:
         return problem(404, str(exc))
     except db.Conflict as exc:
@@ -149,11 +177,41 @@ async def problem_middleware(
         return problem(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="simsvc"'})
     except security.Forbidden as exc:
         return problem(403, str(exc))
+    except security.MisdirectedHost as exc:
+        return problem(421, str(exc))
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+    except Exception as exc:
+        log_unhandled(request, exc)
         return problem(500, "internal error; the service log has the details")
+
+
+def log_unhandled(request: web.Request, exc: BaseException) -> None:
+    """One log line for a bug, whatever the request: a deep traceback must not flood the log."""
+    log.error("unhandled error on %s %.200s: %s", request.method, request.path, one_line(exc))
+    log.debug("the traceback", exc_info=exc)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one bounded line: its type, message and last few frames."""
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACE_FRAMES:]
+    where = "; ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames)
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text} (last frames: {where})"
+
+
+class OneLineTracebacks(logging.Filter):
+    """Fold a record's traceback into its message: what aiohttp's server logs about a
+    request (a body that does not decode, a broken connection) stays one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {one_line(record.exc_info[1])}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+ONE_LINE_TRACEBACKS = OneLineTracebacks()
 
 
 def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
@@ -169,22 +227,46 @@ def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
 # -- request parsing ------------------------------------------------------------------
 
 
-def _unstorable(value: Any, path: str = "") -> list[FieldError]:
-    """Values JSON can carry but the service cannot keep: NaN, infinities, lone surrogates."""
-    where = path or "body"
-    if isinstance(value, float) and not math.isfinite(value):
-        return [FieldError(field=where, message=f"{value} is not a finite number")]
-    if isinstance(value, str):
-        return _surrogates(value, where)
-    if isinstance(value, dict):
-        # A bad key is reported on its parent: it must not leak into a field name.
-        bad_keys = [e for k in value for e in _surrogates(k, where)]
-        return bad_keys or [
-            e for k, v in value.items() for e in _unstorable(v, f"{path}.{k}" if path else k)
-        ]
-    if isinstance(value, list):
-        return [e for i, v in enumerate(value) for e in _unstorable(v, f"{path}[{i}]")]
-    return []
+def _unstorable(value: Any) -> list[FieldError]:
+    """Values JSON can carry but the service cannot keep: NaN, infinities, integers past
+    a double's range, lone surrogates. Walked without recursion; deep nesting is a 400."""
+    errors: list[FieldError] = []
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = path or "body"
+        if isinstance(item, float) and not math.isfinite(item):
+            errors.append(FieldError(field=where, message=f"{item} is not a finite number"))
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > FLOAT_MAX:
+            message = f"{_digits(item)} is too large: numbers are limited to ±{FLOAT_MAX:.4g}"
+            errors.append(FieldError(field=where, message=message))
+        elif isinstance(item, str):
+            errors.extend(_surrogates(item, where))
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequest(
+                    f"the JSON is nested too deeply: the limit is {MAX_JSON_DEPTH} levels"
+                )
+            stack.extend(reversed(_children(item, path, where, depth + 1, errors)))
+    return errors
+
+
+def _children(
+    item: dict[str, Any] | list[Any], path: str, where: str, depth: int, errors: list[FieldError]
+) -> list[tuple[Any, str, int]]:
+    if isinstance(item, list):
+        return [(v, f"{path}[{i}]", depth) for i, v in enumerate(item)]
+    # A bad key is reported on its parent: it must not leak into a field name.
+    bad_keys = [e for k in item for e in _surrogates(k, where)]
+    errors.extend(bad_keys)
+    if bad_keys:
+        return []
+    return [(v, f"{path}.{k}" if path else k, depth) for k, v in item.items()]
+
+
+def _digits(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 20 else f"an integer of {len(text)} digits"
 
 
 def _surrogates(text: str, where: str) -> list[FieldError]:
@@ -208,8 +290,17 @@ async def read_json(request: web.Request, checker: Checker, empty: Any = None) -
         if empty is None:
             raise BadRequest("a JSON body is required")
         return empty
+    value = _parse_json(raw)
+    errors = _unstorable(value)
+    if errors:
+        raise InvalidInput(errors)
+    checker.check(value)
+    return value
+
+
+def _parse_json(raw: bytes) -> Any:
     try:
-        value = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
@@ -217,16 +308,12 @@ async def read_json(request: web.Request, checker: Checker, empty: Any = None) -
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
     except RecursionError as exc:
-        raise BadRequest("malformed JSON: nested too deeply") from exc
+        message = f"the JSON is nested too deeply: the limit is {MAX_JSON_DEPTH} levels"
+        raise BadRequest(message) from exc
     except ValueError as exc:
         # Well-formed JSON whose integer is longer than Python's conversion limit.
         message = f"a number is longer than the limit of {sys.get_int_max_str_digits()} digits"
         raise InvalidInput([FieldError(field="body", message=message)]) from exc
-    errors = _unstorable(value)
-    if errors:
-        raise InvalidInput(errors)
-    checker.check(value)
-    return value
 
 
 def path_id(request: web.Request, name: str) -> int:
@@ -246,7 +333,7 @@ def json_response(
     data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        text=json.dumps(data, ensure_ascii=False),
+        text=jsontext.dumps(data),
         status=status,
         content_type="application/json",
         headers=headers,
@@ -351,7 +438,13 @@ async def resume_run(request: web.Request) -> web.Response:
 async def replay_replication(request: web.Request) -> web.Response:
     run_id = path_id(request, "run_id")
     sid, r = path_id(request, "scenario_id"), path_id(request, "replication")
-    return json_response(await request.app[RUNS].replay(run_id, sid, r))
+    slot = request.app[REPLAY_SLOT]
+    # One replay at a time: it shares the executor with runs, and a GET must not be
+    # able to fill it.
+    if slot.locked():
+        raise TooBusy("another replay is being computed; retry in a moment")
+    async with slot:
+        return json_response(await request.app[RUNS].replay(run_id, sid, r))
 
 
 def read_query(request: web.Request, name: str) -> dict[str, Any]:
@@ -399,10 +492,10 @@ async def select_best(request: web.Request) -> web.Response:
         message = f"unknown KPI {kpi!r}: the model of scenario {lacking[0]} ranks {known}"
         raise InvalidInput([FieldError(field="kpi", message=message)], BAD_QUERY)
     direction = directions[run["scenario_ids"][0]][kpi]
-    rows = await app[DB].run_results(run["run_id"])
-    args = (rows, run["scenario_ids"], kpi, direction, query["confidence"], query["indifference"])
+    values = await app[DB].run_kpi_values(run["run_id"], kpi)
+    args = (values, run["scenario_ids"], kpi, direction, query["confidence"], query["indifference"])
     try:
-        selection = await asyncio.to_thread(analysis.select_best, *args)
+        selection = await asyncio.to_thread(analysis.select_best_of, *args)
     except analysis.NotEnoughData as exc:
         raise db.Conflict(f"run {run['run_id']}: {exc}") from exc
     return json_response({"run_id": run["run_id"], **selection})
@@ -435,6 +528,35 @@ async def ingest_results(request: web.Request) -> web.Response:
     inserted = await request.app[DB].ingest_results(rows)
     request.app[EVENTS_HUB].broadcast_event("results.updated", {"inserted": inserted})
     return json_response({"inserted": inserted}, status=201)
+
+
+async def list_ingested(request: web.Request) -> web.Response:
+    return json_response(await request.app[DB].ingested_results(path_id(request, "scenario_id")))
+
+
+async def delete_ingested(request: web.Request) -> web.Response:
+    """Remove every replication stored for a scenario by POST /api/results."""
+    scenario_id = path_id(request, "scenario_id")
+    deleted = await request.app[DB].delete_ingested(scenario_id)
+    _ingested_removed(request.app, scenario_id, deleted)
+    return json_response({"scenario_id": scenario_id, "deleted": deleted})
+
+
+async def delete_ingested_replication(request: web.Request) -> web.Response:
+    scenario_id, replication = path_id(request, "scenario_id"), path_id(request, "replication")
+    deleted = await request.app[DB].delete_ingested(scenario_id, replication)
+    if not deleted:
+        raise db.NotFound(f"scenario {scenario_id} has no ingested replication {replication}")
+    _ingested_removed(request.app, scenario_id, deleted)
+    return web.Response(status=204)
+
+
+def _ingested_removed(app: web.Application, scenario_id: int, deleted: int) -> None:
+    if deleted:
+        log.info("removed %d ingested results of scenario %d", deleted, scenario_id)
+        app[EVENTS_HUB].broadcast_event(
+            "results.updated", {"deleted": deleted, "scenario_id": scenario_id}
+        )
 
 
 async def notify_completion(request: web.Request) -> web.Response:
@@ -526,7 +648,8 @@ class _Socket(web.WebSocketResponse):
     """A WebSocket whose close for an oversized message names the limit it hit."""
 
     def __init__(self, *, heartbeat: float, max_msg_size: int) -> None:
-        super().__init__(heartbeat=heartbeat, max_msg_size=max_msg_size)
+        # aiohttp refuses a message of exactly max_msg_size; the documented limit is inclusive.
+        super().__init__(heartbeat=heartbeat, max_msg_size=max_msg_size + 1)
         self._limit = max_msg_size
 
     async def close(
@@ -590,7 +713,14 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         (name, "warehouse", app[PARAMS].complete("warehouse", {"workers": workers}))
         for name, workers in SEED_SCENARIOS
     ]
-    database = await db.Database.open(app[CONFIG].db_path, initial)
+    path = app[CONFIG].db_path
+    lock = _lock_database(path)
+    try:
+        database = await db.Database.open(path, initial)
+    except db.UnusableDatabase as exc:
+        if lock is not None:
+            lock.release()
+        raise StartupError(str(exc)) from None
     interrupted = await database.interrupt_active_runs()
     if interrupted:
         log.warning(
@@ -602,6 +732,28 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await database.close()
+        if lock is not None:
+            lock.release()
+
+
+def _lock_database(path: str) -> lockfile.LockFile | None:
+    """Hold `<db>.lock` while serving, so that a second service on one file refuses to start."""
+    if path == ":memory:":
+        return None
+    lock_path = Path(f"{path}.lock")
+    if not lock_path.parent.is_dir():
+        raise StartupError(
+            f"cannot open database {path}: directory {lock_path.parent} does not exist"
+        )
+    try:
+        return lockfile.LockFile.acquire(lock_path)
+    except lockfile.Held as exc:
+        raise StartupError(
+            f"database {path} is in use by another simsvc ({exc}); stop it first, "
+            "or give this one its own --db"
+        ) from None
+    except OSError as exc:
+        raise StartupError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
 
 
 async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -632,6 +784,8 @@ def create_app(
     entry points), for embedding and tests.
     """
     config = config or Config()
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.websocket"):
+        logging.getLogger(name).addFilter(ONE_LINE_TRACEBACKS)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware])
     models = dict(models) if models is not None else sim.load_models()
     app[CONFIG] = config
@@ -646,6 +800,7 @@ def create_app(
         "extend": Checker(EXTEND_REQUEST),
         **{name: Checker(schema) for name, schema in QUERIES.items()},
     }
+    app[REPLAY_SLOT] = asyncio.Lock()
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")
     app.cleanup_ctx.extend([database_ctx, runner_ctx])
@@ -662,6 +817,12 @@ def create_app(
             web.get(f"/api/scenarios/{scenario}", get_scenario),
             web.patch(f"/api/scenarios/{scenario}", patch_scenario),
             web.delete(f"/api/scenarios/{scenario}", delete_scenario),
+            web.get(f"/api/scenarios/{scenario}/ingested-results", list_ingested),
+            web.delete(f"/api/scenarios/{scenario}/ingested-results", delete_ingested),
+            web.delete(
+                f"/api/scenarios/{scenario}/ingested-results/{_ID_PATTERN % 'replication'}",
+                delete_ingested_replication,
+            ),
             web.get("/api/simulations", list_runs),
             web.post("/api/simulations", start_run),
             web.get(f"/api/simulations/{run}", get_run),
@@ -674,6 +835,7 @@ def create_app(
             web.get(
                 f"/api/simulations/{run}/replications/{scenario}/{_ID_PATTERN % 'replication'}",
                 replay_replication,
+                name=REPLAY_ROUTE,
             ),
             web.get("/api/results", get_results),
             web.post("/api/results", ingest_results),
@@ -685,7 +847,10 @@ def create_app(
     if STATIC_DIR.is_dir():
         app.router.add_static("/static", STATIC_DIR)
     _add_docs(app)
-    security.setup(app, security.Policy(config.token, config.cors_origins))
+    policy = security.Policy(
+        config.token, config.cors_origins, config.allowed_hosts, frozenset({REPLAY_ROUTE})
+    )
+    security.setup(app, policy)
     return app
 
 

@@ -77,3 +77,15 @@ def masked_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = Tru
         return header + payload
     key = os.urandom(4)
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def raw_http(host: str, port: int, request: bytes) -> bytes:
+    """Send bytes as they are (headers no client library would send) and read the answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -11,6 +11,7 @@ import pytest
 from .conftest import Client, start_run, wait_for_run
 
 PROBLEM = "application/problem+json"
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 async def problem_of(resp: Any, status: int) -> dict[str, Any]:
@@ -187,7 +188,8 @@ async def test_ingestion_refuses_non_finite_costs(client: Client) -> None:
         '[{"scenario_id": 1, "replication": 1, "total_labor_costs": NaN,'
         ' "ontime_delivery_rate": 0.9}]'
     )
-    problem = await problem_of(await client.post("/api/results", data=body), 422)
+    resp = await client.post("/api/results", data=body, headers=JSON_TYPE)
+    problem = await problem_of(resp, 422)
     assert problem["errors"][0]["field"] == "[0].total_labor_costs"
     assert await (await client.get("/api/results")).json() == []
 
@@ -246,7 +248,7 @@ async def test_ingestion_refuses_non_finite_costs(client: Client) -> None:
 async def test_client_mistakes_get_problem_json(
     client: Client, method: str, path: str, body: bytes | None, status: int
 ) -> None:
-    resp = await client.request(method, path, data=body)
+    resp = await client.request(method, path, data=body, headers=JSON_TYPE)
     problem = await problem_of(resp, status)
     if status == 422:
         assert problem["errors"], problem
@@ -263,7 +265,8 @@ async def test_method_not_allowed_names_the_allowed_methods(client: Client) -> N
 async def test_body_over_one_mebibyte_is_413(client: Client) -> None:
     big = json.dumps([ingest_row(replication=i) for i in range(15000)])
     assert len(big) > 1 << 20
-    await problem_of(await client.post("/api/results", data=io.BytesIO(big.encode())), 413)
+    resp = await client.post("/api/results", data=io.BytesIO(big.encode()), headers=JSON_TYPE)
+    await problem_of(resp, 413)
 
 
 async def test_validation_names_the_field(client: Client) -> None:

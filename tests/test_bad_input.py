@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -13,11 +14,24 @@ from simsvc.openapi import MAX_BODY_BYTES
 
 from .conftest import Client
 
+JSON_TYPE = {"Content-Type": "application/json"}
 ROW = {"scenario_id": 1, "replication": 1, "total_labor_costs": 9000.0, "ontime_delivery_rate": 0.9}
 
 
 def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
+
+
+def _row(**fields: Any) -> bytes:
+    """One ingestion row with `fields` changed, as JSON (big integers stay exact)."""
+    return _json({**ROW, **fields})
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
 
 
 # (method, path, raw body, expected status, a fragment the answer must hold)
@@ -29,6 +43,39 @@ BAD_BODIES: list[tuple[str, str, bytes, int, str]] = [
     ("PATCH", "/api/scenarios/1", b"hello", 400, "malformed JSON"),
     # Nested so deep that a recursive parser would blow its stack.
     ("POST", "/api/scenarios", b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    # Nested deep enough to exhaust a recursive walk, not deep enough for the parser.
+    *[
+        ("POST", path, b"[" * depth + b"]" * depth, 400, "nested too deeply")
+        for depth in (33, 500, 700, 900)
+        for path in ("/api/scenarios", "/api/results")
+    ],
+    ("POST", "/api/results", _json([{**ROW, "metrics": _nested(600)}]), 400, "nested too deeply"),
+    # Integers no double can hold: float() of them raises OverflowError.
+    ("POST", "/api/results", b"[" + _row(total_labor_costs=10**400) + b"]", 422, "too large"),
+    ("POST", "/api/results", b"[" + _row(total_labor_costs=2**1024) + b"]", 422, "too large"),
+    (
+        "POST",
+        "/api/results",
+        b"[" + _row(metrics={"orders": 10**400}) + b"]",
+        422,
+        "[0].metrics.orders",
+    ),
+    (
+        "POST",
+        "/api/simulations",
+        b'{"replications": ' + str(2**1024).encode() + b"}",
+        422,
+        "too large",
+    ),
+    # Past the documented bound of ingested values: sums and squares would overflow.
+    (
+        "POST",
+        "/api/results",
+        _json([{**ROW, "total_labor_costs": 1.797e308}]),
+        422,
+        "maximum of 1000000000000000",
+    ),
+    ("POST", "/api/results", _json([{**ROW, "metrics": {"x": -2e15}}]), 422, "[0].metrics.x"),
     # Not UTF-8: a Latin-1 byte, and an overlong encoding of "/".
     ("POST", "/api/scenarios", b'{"scenario_name": "caf\xe9"}', 400, "not valid UTF-8"),
     ("POST", "/api/results", b'[{"scenario_id": "\xc0\xaf"}]', 400, "not valid UTF-8"),
@@ -209,7 +256,7 @@ async def test_body_over_one_mebibyte_is_413_naming_the_limit(
 ) -> None:
     body = b'{"scenario_name": "' + b"x" * MAX_BODY_BYTES + b'"}'
     # BytesIO: aiohttp's client warns about large raw bytes bodies.
-    resp = await client.request(method, path, data=io.BytesIO(body))
+    resp = await client.request(method, path, data=io.BytesIO(body), headers=JSON_TYPE)
     text = await _assert_refused_cleanly(resp, 413)
     assert str(MAX_BODY_BYTES) in json.loads(text)["detail"]
     assert (await client.get("/api/health")).status == 200
@@ -281,8 +328,74 @@ async def test_a_body_that_does_not_match_its_content_encoding_is_400(
     resp = await client.post(
         "/api/scenarios",
         data=b"\x00\x01 not compressed at all",
-        headers={"Content-Encoding": encoding, "Connection": "close"},
+        headers={**JSON_TYPE, "Content-Encoding": encoding, "Connection": "close"},
     )
     text = await _assert_refused_cleanly(resp, 400)
     assert encoding in json.loads(text)["detail"]
     assert await _state(client) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        (b"[" * 700 + b"]" * 700, None),  # deep nesting: a RecursionError traceback
+        (b"\x00\x01 not compressed", "deflate"),  # a body aiohttp fails to decode
+    ],
+)
+async def test_no_request_makes_the_log_grow_by_more_than_a_few_lines(
+    client: Client, caplog: pytest.LogCaptureFixture, body: bytes, encoding: str | None
+) -> None:
+    # text/plain is refused before the body is read; aiohttp then drains it itself.
+    headers = {"Content-Type": "text/plain", "Connection": "close"}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    with caplog.at_level(logging.INFO):
+        for path in ("/api/scenarios", "/api/results", "/api/notify-completion"):
+            await client.post(path, data=body, headers=headers)
+            await client.post(path, data=body, headers={**headers, **JSON_TYPE})
+    lines = [line for r in caplog.records for line in caplog.handler.format(r).splitlines()]
+    assert len(lines) <= 3 * 6, "\n".join(lines[:40])
+    assert not any("Traceback" in line for line in lines)
+    assert (await client.get("/api/health")).status == 200
+
+
+def test_an_unhandled_error_is_logged_as_one_bounded_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        raise RecursionError("x" * 10_000 + "\nsecond line")
+
+    try:
+        deep(500)
+    except RecursionError as exc:
+        error = exc
+    line = simsvc_web.one_line(error)
+    assert "\n" not in line
+    assert len(line) < 700
+    assert line.startswith("RecursionError: xxx")
+
+
+async def test_an_unexpected_error_costs_the_log_one_line(
+    client: Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        raise RecursionError("maximum recursion depth exceeded\nwith a second line")
+
+    async def broken(*_: object) -> None:
+        deep(800)
+
+    app = client.app
+    assert app is not None
+    monkeypatch.setattr(app[simsvc_web.DB], "list_scenarios", broken)
+    with caplog.at_level(logging.INFO):
+        resp = await client.get("/api/scenarios")
+    assert resp.status == 500
+    lines = [line for r in caplog.records for line in caplog.handler.format(r).splitlines()]
+    errors = [line for line in lines if "ERROR" in line]
+    assert len(errors) == 1, lines[:20]
+    assert len(lines) <= 3, lines[:20]
+    assert "RecursionError" in errors[0]

@@ -483,3 +483,27 @@ def test_page_reconnects_by_itself_after_a_server_restart(
     expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
     # A reconnect refreshes the data but leaves what the user was typing alone.
     expect(page.get_by_label("Scenario name")).to_have_value("入力途中")
+
+
+def test_api_docs_render_and_call_the_api_under_the_content_security_policy(
+    browser: Browser, server: Server, console: Console
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        console.watch(page)  # a blocked script or style shows up as a console error
+        served = page.goto(f"{server.url}/docs")
+        assert served is not None
+        assert "frame-ancestors 'none'" in served.headers["content-security-policy"]
+        # Swagger UI builds the page from its inline start-up script, allowed by its hash.
+        operation = page.locator("#operations-results-post_api_notify_completion")
+        expect(operation).to_be_visible(timeout=WAIT_MS)
+        operation.locator("button.opblock-summary-control").click()
+        page.get_by_role("button", name="Try it out").click()
+        # A change from the service's own page passes the Origin check.
+        with page.expect_response(lambda r: r.url.endswith("/api/notify-completion")) as answer:
+            page.get_by_role("button", name="Execute").click()
+        assert answer.value.status == 200, answer.value.text()
+        assert answer.value.request.all_headers().get("origin") == server.url
+    finally:
+        context.close()

@@ -158,6 +158,7 @@ GARBAGE_FRAMES: list[tuple[bytes, int | None]] = [
     (masked_frame(0x9, b"p" * 126), 1002),  # a ping longer than 125 bytes
     (masked_frame(0x8, b"\x00"), 1002),  # a close frame with a one-byte payload
     (masked_frame(0x1, b"x" * (64 * 1024 + 1)), 1009),  # over the message size limit
+    (masked_frame(0x1, b"x" * (64 * 1024)), None),  # exactly the limit: "at most" allows it
 ]
 
 

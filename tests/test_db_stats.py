@@ -72,3 +72,22 @@ async def test_finished_run_moments_are_exact_when_rows_are_read_in_batches(
                 assert stored[sid][kpi] == Moments.of(values)
     finally:
         await db.close()
+
+
+async def test_one_kpi_of_a_run_is_read_as_the_rows_hold_it() -> None:
+    db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
+    try:
+        run = await db.create_run([1, 2], 3, 1, 0.0, {}, {})
+        rows = _rows(random.Random(3), range(1, 4))
+        rows[0]["metrics"]["flag"] = True  # a bool is not a number, as kpi_values has it
+        rows[1]["metrics"]["flag"] = 2.5
+        await db.store_results(run["run_id"], rows)
+        for kpi in ("total_labor_costs", "ontime_delivery_rate", "orders", "flag"):
+            expected = sorted(
+                (r["scenario_id"], r["replication"], db_module.kpi_values(r)[kpi])
+                for r in rows
+                if kpi in db_module.kpi_values(r)
+            )
+            assert sorted(await db.run_kpi_values(run["run_id"], kpi)) == expected, kpi
+    finally:
+        await db.close()

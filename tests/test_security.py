@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,7 @@ from simsvc.__main__ import parse_args
 from simsvc.security import warn_if_exposed
 
 from .conftest import Client, MakeClient
+from .rawsocket import raw_http
 
 TOKEN = "s3cret-token"
 ALLOWED_ORIGIN = "https://dashboard.example"
@@ -194,3 +196,255 @@ async def test_query_tokens_are_redacted_from_the_access_log(
     logged = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert any("token=[redacted]" in line for line in logged), logged
     assert not any(TOKEN in line for line in logged)
+
+
+# -- Host names: DNS rebinding -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed_hosts", "answered"),
+    [
+        ("127.0.0.1:8000", (), True),  # the default address
+        ("localhost:8000", (), True),  # loopback by name
+        ("[::1]:8000", (), True),  # IPv6 loopback
+        ("app.localhost", (), True),  # *.localhost resolves to loopback (RFC 6761)
+        ("evil.example:8000", (), False),  # DNS rebinding: a foreign name on our address
+        ("evil.example", ("planner.lan",), False),  # still foreign with other names allowed
+        ("planner.lan:8000", ("planner.lan",), True),  # a configured name
+        ("PLANNER.LAN.", ("planner.lan",), True),  # names compare without case or final dot
+        ("a.corp.example", (".corp.example",), True),  # a leading dot allows subdomains
+        ("192.168.1.20:8000", ("192.168.1.20",), True),  # the address bound with --host
+        ("192.168.1.20:8000", (), False),  # an address nobody configured
+        ("10.0.0.7", ("0.0.0.0",), True),  # bound to every interface: any address literal
+        ("evil.example", ("0.0.0.0",), False),  # ... but still no foreign name
+        ("anything.example", ("*",), True),  # the check turned off
+        ("bad host:1:2", (), False),  # not a host at all
+    ],
+)
+async def test_requests_naming_a_foreign_host_get_421(
+    make_client: MakeClient, host: str, allowed_hosts: tuple[str, ...], answered: bool
+) -> None:
+    client = await make_client(allowed_hosts=allowed_hosts)
+    read = await client.get("/api/results", headers={"Host": host})
+    change = await client.post(
+        "/api/scenarios", json={"scenario_name": "rebound"}, headers={"Host": host}
+    )
+    if answered:
+        assert (read.status, change.status) == (200, 201)
+        return
+    assert (read.status, change.status) == (421, 421)
+    assert read.content_type == "application/problem+json"
+    assert "--allowed-host" in (await read.json())["detail"]
+    names = [s["scenario_name"] for s in await (await client.get("/api/scenarios")).json()]
+    assert "rebound" not in names
+
+
+async def test_websocket_handshake_with_a_foreign_host_and_matching_origin_gets_421(
+    client: Client,
+) -> None:
+    # The page of a rebound name sends an Origin that matches its own Host header.
+    headers = {"Host": "evil.example:8000", "Origin": "http://evil.example:8000"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws/events", headers=headers)
+    assert refused.value.status == 421
+
+
+# -- cross-site requests ---------------------------------------------------------------
+
+CROSS_SITE_CALLS = [
+    ("POST", "/api/scenarios", b'{"scenario_name": "csrf"}'),  # creates a scenario
+    ("POST", "/api/simulations", b"{}"),  # starts a run
+    ("POST", "/api/simulations", None),  # the body-less form the seed's client uses
+    ("PATCH", "/api/scenarios/1", b'{"scenario_name": "csrf"}'),  # renames one
+    ("DELETE", "/api/scenarios/3", None),  # deletes one
+    ("POST", "/api/notify-completion", None),  # broadcasts
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CROSS_SITE_CALLS)
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.example",  # another site
+        "null",  # a sandboxed frame or a file:// page
+        f"{ALLOWED_ORIGIN}.evil.example",  # a prefix of an allowed origin is not it
+    ],
+)
+async def test_changes_from_a_foreign_origin_get_403_and_change_nothing(
+    make_client: MakeClient, method: str, path: str, body: bytes | None, origin: str
+) -> None:
+    client = await make_client(cors_origins=(ALLOWED_ORIGIN,))
+    before = await (await client.get("/api/scenarios")).json()
+    headers = {"Origin": origin, "Content-Type": "application/json"}
+    resp = await client.request(method, path, data=body, headers=headers)
+    assert resp.status == 403, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    assert "--cors-origin" in (await resp.json())["detail"]
+    assert await (await client.get("/api/scenarios")).json() == before
+    assert await (await client.get("/api/simulations")).json() == []
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        None,  # not a browser
+        ALLOWED_ORIGIN,  # listed with --cors-origin
+        "own",  # the service's own page (the dashboard, /docs)
+    ],
+)
+async def test_changes_from_allowed_origins_pass(
+    make_client: MakeClient, origin: str | None
+) -> None:
+    client = await make_client(cors_origins=(ALLOWED_ORIGIN,))
+    own = f"http://{client.server.host}:{client.server.port}"
+    headers = {} if origin is None else {"Origin": own if origin == "own" else origin}
+    resp = await client.post("/api/scenarios", json={"scenario_name": "ok"}, headers=headers)
+    assert resp.status == 201, await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/scenarios", b'{"scenario_name": "form"}'),
+        ("POST", "/api/simulations", b'{"replications": 1}'),
+        ("PATCH", "/api/scenarios/1", b'{"scenario_name": "form"}'),
+        ("POST", "/api/simulations/1/extend", b'{"replications": 1}'),
+        (
+            "POST",
+            "/api/results",
+            b'[{"scenario_id": 1, "replication": 1, "total_labor_costs": 1,'
+            b' "ontime_delivery_rate": 1}]',
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",  # what a cross-site fetch may send without a preflight
+        "application/x-www-form-urlencoded",  # an HTML form
+        "multipart/form-data; boundary=x",  # an HTML form with files
+        None,  # a Blob body without a type
+    ],
+)
+async def test_json_bodies_with_another_content_type_get_415(
+    client: Client, method: str, path: str, body: bytes, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    # aiohttp's client labels raw bytes itself unless told otherwise.
+    resp = await client.request(
+        method, path, data=body, headers=headers, skip_auto_headers=["Content-Type"]
+    )
+    assert resp.status == 415, await resp.text()
+    assert "application/json" in (await resp.json())["detail"]
+    assert [s["scenario_name"] for s in await (await client.get("/api/scenarios")).json()] == [
+        "現状シナリオ",
+        "人員1名追加",
+        "人員1名削減",
+    ]
+    assert await (await client.get("/api/results")).json() == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",  # with its charset parameter
+        "Application/JSON",  # media types compare without case
+        "application/merge-patch+json",  # a structured +json type
+    ],
+)
+async def test_json_content_types_are_accepted(client: Client, content_type: str) -> None:
+    resp = await client.post(
+        "/api/scenarios", data=b'{"scenario_name": "typed"}', headers={"Content-Type": content_type}
+    )
+    assert resp.status == 201, await resp.text()
+
+
+@pytest.mark.parametrize("path", ["/api/simulations", "/api/notify-completion"])
+async def test_body_less_posts_of_the_seed_client_still_work(client: Client, path: str) -> None:
+    # requests.post(url) sends no Content-Type and an empty body.
+    resp = await client.post(path, skip_auto_headers=["Content-Type"])
+    assert resp.status in (200, 202), await resp.text()
+
+
+# -- small ones: odd tokens, the access log, browser headers -------------------------
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_401(guarded: Client) -> None:
+    assert guarded.port is not None
+    request = (
+        b"POST /api/notify-completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        b"Authorization: Bearer \xff\xfe\x80token\r\nConnection: close\r\n\r\n"
+    )
+    answer = await raw_http(guarded.host, guarded.port, request)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"application/problem+json" in answer
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "token={}",  # plain
+        "%74oken={}",  # a percent-encoded letter: the server decodes it to "token"
+        "x=1&t%6F%6Ben={}",  # more of them, after another parameter
+        "TOKEN={}",  # another case
+    ],
+)
+async def test_query_tokens_are_redacted_from_the_access_log_however_spelled(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, query: str
+) -> None:
+    client = await make_client(token=TOKEN)
+    assert client.port is not None
+    # Raw bytes: a client library would normalise %74 back to "t" before sending.
+    request = f"GET /api/health?{query.format(TOKEN)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        answer = await raw_http(
+            client.host, client.port, f"{request}Connection: close\r\n\r\n".encode()
+        )
+    assert answer.startswith(b"HTTP/1.1 200")
+    logged = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert any("=[redacted]" in line for line in logged), logged
+    assert not any(TOKEN in line for line in logged), logged
+
+
+async def test_replay_needs_the_token_when_one_is_set(guarded: Client) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    resp = await guarded.post("/api/simulations", json={"replications": 1, "seed": 3}, headers=auth)
+    run_id = (await resp.json())["run_id"]
+    path = f"/api/simulations/{run_id}/replications/1/1"
+    refused = await guarded.get(path)
+    assert refused.status == 401
+    assert (await guarded.get(path, headers=auth)).status == 200
+
+
+async def test_only_one_replay_runs_at_a_time(client: Client) -> None:
+    run_id = (
+        (await client.post("/api/simulations", json={"replications": 1}))
+        .headers["Location"]
+        .rsplit("/", 1)[1]
+    )
+    app = client.app
+    assert app is not None
+    from simsvc.web import REPLAY_SLOT
+
+    async with app[REPLAY_SLOT]:  # a replay in progress
+        busy = await client.get(f"/api/simulations/{run_id}/replications/1/1")
+    assert busy.status == 429
+    assert busy.headers["Retry-After"] == "1"
+    assert (await client.get(f"/api/simulations/{run_id}/replications/1/1")).status == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/docs", "/docs/", "/api/results"])
+async def test_pages_carry_csp_nosniff_and_frame_protection(client: Client, path: str) -> None:
+    resp = await client.get(path)
+    assert resp.status == 200
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    csp = resp.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "default-src 'self'" in csp
+    assert "'unsafe-eval'" not in csp
+    if path.startswith("/docs"):
+        # Swagger UI's one inline start-up script is allowed by its hash, nothing else.
+        assert re.search(r"script-src 'self' 'sha256-[A-Za-z0-9+/=]{44}'(;|$)", csp), csp
+        assert "script-src 'self' 'unsafe-inline'" not in csp
