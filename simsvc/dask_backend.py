@@ -59,6 +59,9 @@ class DaskBackend:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                # Even without a dashboard the scheduler serves HTTP (health, metrics), on
+                # 8787 unless told otherwise; a busy 8787 must not stop the service.
+                scheduler_kwargs={"dashboard_address": ":0"},
                 asynchronous=True,
             )
             client = await Client(cluster, asynchronous=True)

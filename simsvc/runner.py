@@ -13,23 +13,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from .sim import Backend, Replication, ScenarioPlan, simulate_chunk
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_REPLICATIONS = 500
-# A chunk holds at most about this much work (see `sim.Model.work`), so one stays short.
-CHUNK_WORK = 2_000_000
+# A chunk computes for about this long, so that progress stays live and a chunk that
+# cannot be stopped (on a thread or a Dask worker) ends soon after its run is cancelled.
+CHUNK_SECONDS = 0.25
+# Seconds per work unit (see `sim.Model.work`) assumed until a chunk has been timed.
+ASSUMED_SECONDS_PER_WORK = 1e-6
+# Until then, a chunk holds at most this many replications: a model may understate
+# its work.
+PROBE_REPLICATIONS = 16
+# How much a newly timed chunk moves the estimate of the model's speed.
+SPEED_WEIGHT = 0.5
 # A resumed run looks up what is stored this many pairs at a time.
 LOOKUP_PAIRS = 10_000
 DEFAULT_CHUNK_TIMEOUT_S = 300.0
+# How long a stopping run waits for its cancelled chunks to let go of their workers.
+ABANDON_WAIT_S = 1.0
 
 Pair = tuple[int, int]  # (unit id, replication)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,8 @@ class Job:
     resumed: bool = False  # some pairs may be stored already: skip them
     kind: str = "run"  # ids are unique within a kind ("run", "experiment")
     started: bool = field(default=False, init=False)
+    # Measured from timed chunks; None until the first one comes back.
+    seconds_per_work: float | None = field(default=None, init=False)
     cancel_requested: bool = field(default=False, init=False)
     finishing: bool = field(default=False, init=False)  # its outcome is being recorded
 
@@ -139,12 +153,16 @@ class Runner:
         if entry is not None:
             await asyncio.gather(entry[1], return_exceptions=True)
 
-    async def close(self) -> None:
+    async def interrupt(self) -> None:
         """Stop every run without recording an outcome: the caller marks them interrupted."""
         tasks = [task for _, task in self._jobs.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Interrupt every run, then stop the backend's workers."""
+        await self.interrupt()
         await self.backend.close()
 
     async def _run(self, job: Job) -> None:
@@ -180,19 +198,32 @@ class Runner:
 
     async def _execute(self, job: Job, batch: Batch) -> None:
         """Compute a batch in chunks, as many in flight as the backend has room for now."""
-        in_flight: set[asyncio.Task[list[Replication]]] = set()
+        # Insertion-ordered, so chunks done together are stored in the order they were sent.
+        in_flight: dict[asyncio.Task[list[Replication]], None] = {}
         chunks = self._chunks(job, batch)
         try:
-            async for chunk in chunks:
+            while True:
                 # Read at every top-up: a cluster's capacity may change during a run.
                 while len(in_flight) >= self._window(job):
                     await self._store_first(job, in_flight)
-                in_flight.add(asyncio.ensure_future(self._compute(job, chunk)))
+                # Made only now, so it is sized by every chunk timed so far.
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                in_flight[asyncio.ensure_future(self._compute(job, chunk))] = None
             while in_flight:
                 await self._store_first(job, in_flight)
         finally:
+            # Chunks nobody will store: a process backend kills the workers computing them
+            # as it sees the cancel. Waited for, so that a cancelled run has let go of its
+            # workers when its outcome is recorded, but never for long (a remote backend).
             for task in in_flight:
                 task.cancel()
+            if in_flight:
+                done, _ = await asyncio.wait(in_flight, timeout=ABANDON_WAIT_S)
+                for task in done:
+                    if not task.cancelled():
+                        task.exception()  # not stored: the run has already ended
             await chunks.aclose()
 
     def _window(self, job: Job) -> int:
@@ -200,8 +231,9 @@ class Runner:
 
     async def _chunks(self, job: Job, batch: Batch) -> AsyncGenerator[list[Pair], None]:
         """The batch's pairs not yet stored, replication-major, a chunk at a time."""
-        size = 1 if job.pace_s > 0 else chunk_size(job, batch, self.backend.workers)
         step = max(1, LOOKUP_PAIRS // max(1, len(batch.units)))
+        work = max((pair_work(job, u) for u in batch.units), default=1.0)
+        size = self._chunk_size(job, batch, work)
         chunk: list[Pair] = []
         for first in range(batch.first, batch.last + 1, step):
             last = min(batch.last, first + step - 1)
@@ -215,14 +247,23 @@ class Runner:
                     chunk.append((unit, r))
                     if len(chunk) >= size:
                         yield chunk
+                        # Resumed when the next chunk is wanted: size it by what is known now.
                         chunk = []
+                        size = self._chunk_size(job, batch, work)
         if chunk:
             yield chunk
 
-    async def _store_first(self, job: Job, in_flight: set[asyncio.Task[list[Replication]]]) -> None:
+    def _chunk_size(self, job: Job, batch: Batch, work: float) -> int:
+        if job.pace_s > 0:
+            return 1
+        return chunk_size(len(batch), work, job.seconds_per_work, self.backend.workers)
+
+    async def _store_first(
+        self, job: Job, in_flight: dict[asyncio.Task[list[Replication]], None]
+    ) -> None:
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            in_flight.discard(task)
+        for task in [t for t in in_flight if t in done]:
+            del in_flight[task]
             await job.sink.results_ready(job.run_id, task.result())
             if job.pace_s > 0:
                 await asyncio.sleep(job.pace_s)
@@ -230,20 +271,51 @@ class Runner:
     async def _compute(self, job: Job, chunk: list[Pair]) -> list[Replication]:
         try:
             async with asyncio.timeout(self.chunk_timeout_s):
-                return await self.backend.submit(simulate_chunk, job.plan, job.seed, chunk)
+                answer: tuple[float, list[Replication]] = await self.backend.submit(
+                    timed, simulate_chunk, job.plan, job.seed, chunk
+                )
         except TimeoutError:
             raise ChunkTimeout(
                 f"a chunk of {len(chunk)} replications ran longer than the limit of "
                 f"{self.chunk_timeout_s:g} s per chunk; the run was stopped"
             ) from None
+        seconds, rows = answer
+        learn_speed(job, chunk, seconds)
+        return rows
 
 
-def chunk_size(job: Job, batch: Batch, workers: int) -> int:
-    """About four chunks per worker, each short in work, so progress stays live."""
-    by_count = math.ceil(len(batch) / (4 * max(workers, 1)))
-    work = max((job.plan[u][0].work(job.plan[u][1]) for u in batch.units), default=1.0)
-    by_work = int(CHUNK_WORK // max(work, 1.0))
-    return max(1, min(MAX_CHUNK_REPLICATIONS, by_count, by_work))
+def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
+    """`fn(*args)` and the seconds it took where it ran; module-level so any backend ships it."""
+    began = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - began, result
+
+
+def pair_work(job: Job, unit: int) -> float:
+    model, params = job.plan[unit]
+    return max(model.work(params), 1.0)
+
+
+def learn_speed(job: Job, chunk: Sequence[Pair], seconds: float) -> None:
+    """Fold a timed chunk into the job's estimate of seconds per work unit."""
+    work = sum(pair_work(job, unit) for unit, _ in chunk)
+    measured = max(seconds, 1e-9) / work
+    known = job.seconds_per_work
+    job.seconds_per_work = (
+        measured if known is None else SPEED_WEIGHT * measured + (1 - SPEED_WEIGHT) * known
+    )
+
+
+def chunk_size(pairs: int, work: float, speed: float | None, workers: int) -> int:
+    """How many of `pairs` replications (each at most `work` units) one chunk holds.
+
+    About `CHUNK_SECONDS` of computing at `speed` seconds per unit (assumed from the
+    model's own `work` until measured), and at least about four chunks per worker.
+    """
+    by_count = math.ceil(pairs / (4 * max(workers, 1)))
+    by_time = int(CHUNK_SECONDS / (work * (speed or ASSUMED_SECONDS_PER_WORK)))
+    cap = MAX_CHUNK_REPLICATIONS if speed is not None else PROBE_REPLICATIONS
+    return max(1, min(cap, by_count, by_time))
 
 
 def _describe(exc: BaseException) -> str:

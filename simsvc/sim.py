@@ -16,17 +16,16 @@ import concurrent.futures
 import heapq
 import logging
 import math
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar, cast, get_args
 
 import numpy as np
 
 from .schema import Checker, FieldError, InvalidInput
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +371,8 @@ def _plain(value: Any) -> Any:
 
 ExecutorKind = Literal["process", "thread", "inline"]
 POOL_EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
-WORKER_NICENESS = 10
+# What every chunk needs: imported by a new worker process before it takes work.
+WORKER_PRELOAD = ("simsvc.runner",)
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -403,61 +403,42 @@ class Backend(Protocol):
 
 
 class PoolBackend:
-    """A concurrent.futures pool; a process pool broken by a dead worker is rebuilt."""
+    """Worker processes (stopped one by one when their chunk is abandoned), threads or inline."""
 
     def __init__(self, kind: ExecutorKind, workers: int) -> None:
         self.kind = kind
         self.workers = workers
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> concurrent.futures.Executor:
-        if self.kind == "process":
+        self._processes: WorkerPool | None = None
+        self._pool: concurrent.futures.Executor | None = None
+        if kind == "process":
             method = "spawn" if sys.platform == "win32" else "forkserver"
-            return concurrent.futures.ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context(method),
-                initializer=_lower_priority,
-            )
-        if self.kind == "thread":
-            return concurrent.futures.ThreadPoolExecutor(self.workers, "simsvc-sim")
-        return InlineExecutor()
+            self._processes = WorkerPool(workers, method, preload=WORKER_PRELOAD)
+        elif kind == "thread":
+            self._pool = concurrent.futures.ThreadPoolExecutor(workers, "simsvc-sim")
+        else:
+            self._pool = InlineExecutor()
 
     async def submit(self, fn: Callable[..., T], *args: Any) -> T:
-        pool = self._pool
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-        except BrokenProcessPool:
-            if pool is self._pool:
-                log.warning("a worker process died; starting a new process pool")
-                self._pool = self._new_pool()
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        """`fn(*args)` on a worker; cancelling it kills the worker process computing it.
+
+        A thread cannot be stopped: a cancelled call on the thread pool runs to its end.
+        """
+        if self._processes is not None:
+            return await self._processes.submit(fn, *args)
+        assert self._pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def warm_up(self) -> None:
         """Start the worker processes now, so that the first run does not pay for them."""
-        if self.kind != "process":
-            return
-        for _ in range(self.workers):
-            self._pool.submit(_ready)
+        if self._processes is not None:
+            self._processes.warm_up()
 
     async def close(self) -> None:
-        pool = self._pool
-        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-
-
-def _lower_priority() -> None:
-    """Make a worker process yield the CPU to the service's event loop when both want it.
-
-    Replications are batch work; the event loop answers requests and feeds the sockets,
-    so on a machine whose cores the workers saturate, it should not wait for a time slice.
-    """
-    if hasattr(os, "nice"):  # POSIX only; elsewhere the workers keep normal priority
-        os.nice(WORKER_NICENESS)
-
-
-def _ready() -> int:
-    """A no-op a new worker runs to import this module before real work arrives."""
-    return os.getpid()
+        """Stop at once: worker processes are killed, threads finish their current call."""
+        if self._processes is not None:
+            await self._processes.close()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
 
 async def open_backend(executor: str, workers: int) -> Backend:

@@ -775,6 +775,12 @@ async def close_sockets(app: web.Application) -> None:
     await asyncio.gather(app[RESULTS_HUB].close_all(), app[EVENTS_HUB].close_all())
 
 
+async def interrupt_runs(app: web.Application) -> None:
+    # At once, not after the grace period for requests: no worker computes past a signal.
+    if RUNS in app:
+        await app[RUNS].runner.interrupt()
+
+
 def create_app(
     config: Config | None = None, models: Mapping[str, sim.Model] | None = None
 ) -> web.Application:
@@ -804,7 +810,7 @@ def create_app(
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")
     app.cleanup_ctx.extend([database_ctx, runner_ctx])
-    app.on_shutdown.append(close_sockets)
+    app.on_shutdown.extend([interrupt_runs, close_sockets])
     run, scenario = _ID_PATTERN % "run_id", _ID_PATTERN % "scenario_id"
     app.add_routes(
         [

@@ -40,11 +40,13 @@ async def client(make_client: MakeClient) -> Client:
     return await make_client()
 
 
-async def wait_for_run(client: Client, run_id: int, limit_s: float = 30.0) -> dict[str, Any]:
+async def wait_for_run(
+    client: Client, run_id: int, limit_s: float = 30.0, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Wait until a run has ended, through the events socket rather than by polling."""
-    async with client.ws_connect("/ws/events") as ws:
+    async with client.ws_connect("/ws/events", headers=headers) as ws:
         async with asyncio.timeout(limit_s):
-            resp = await client.get(f"/api/simulations/{run_id}")
+            resp = await client.get(f"/api/simulations/{run_id}", headers=headers)
             run: dict[str, Any] = await resp.json()
             if run["status"] not in ("queued", "running"):
                 return run

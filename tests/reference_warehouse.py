@@ -1,9 +1,9 @@
-"""An independent SimPy reference of the `warehouse` model (CONTRACT.md section 5).
+"""An independent SimPy reference of the `warehouse` model (README, "The models").
 
 It exists only to check `simsvc.sim` against: it shares no code with the service and builds
 the arrival process differently (exponential inter-arrival gaps instead of a Poisson count
 plus sorted uniforms), so agreement in distribution is evidence that both follow the
-contract rather than each other.
+model's description rather than each other.
 """
 
 from collections.abc import Generator
@@ -70,7 +70,7 @@ def _arrivals(
 
 
 def simulate_simpy(params: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
-    """Run one shift of the warehouse model in SimPy and return the contract's outputs.
+    """Run one shift of the warehouse model in SimPy and return the model's outputs.
 
     `params` must hold every key of `DEFAULTS`; the simulation runs until the last order
     that arrived during the shift is done.

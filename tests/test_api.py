@@ -1,9 +1,11 @@
-"""The HTTP interface: the seed's flow, scenarios, ingestion, and the contract's 4xx answers."""
+"""The HTTP interface: the seed's flow, scenarios, ingestion, and the documented 4xx answers."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -23,12 +25,53 @@ async def problem_of(resp: Any, status: int) -> dict[str, Any]:
     return body
 
 
+# Three replications of scenario 1 and two of scenario 2, as an outside simulator sends them.
+INGESTED = [
+    {"scenario_id": 1, "replication": 1, "total_labor_costs": 9000.0, "ontime_delivery_rate": 0.8},
+    {"scenario_id": 1, "replication": 2, "total_labor_costs": 9500.0, "ontime_delivery_rate": 0.9},
+    {"scenario_id": 1, "replication": 3, "total_labor_costs": 10000.0, "ontime_delivery_rate": 1.0},
+    {"scenario_id": 2, "replication": 1, "total_labor_costs": 11000.0, "ontime_delivery_rate": 0.9},
+    {"scenario_id": 2, "replication": 2, "total_labor_costs": 12000.0, "ontime_delivery_rate": 1.0},
+]
+# By hand: scenario 1 has mean 9500, s = 500 (costs) and 0.1 (rates), t(0.975, 2) = 4.302653;
+# scenario 2 has mean 11500, s = sqrt(2) * 500 and sqrt(2) * 0.05, t(0.975, 1) = 12.706205.
+EXPECTED_AGGREGATES = [
+    {
+        "scenario_id": 1,
+        "scenario_name": "現状シナリオ",
+        "replications": 3,
+        "average_total_costs": pytest.approx(9500.0),
+        "average_delivery_rate": pytest.approx(0.9),
+        "total_costs_std": pytest.approx(500.0),
+        "delivery_rate_std": pytest.approx(0.1),
+        "total_costs_ci95": pytest.approx(4.302653 * 500.0 / 3**0.5, rel=1e-6),
+        "delivery_rate_ci95": pytest.approx(4.302653 * 0.1 / 3**0.5, rel=1e-6),
+    },
+    {
+        "scenario_id": 2,
+        "scenario_name": "人員1名追加",
+        "replications": 2,
+        "average_total_costs": pytest.approx(11500.0),
+        "average_delivery_rate": pytest.approx(0.95),
+        "total_costs_std": pytest.approx(2**0.5 * 500.0),
+        "delivery_rate_std": pytest.approx(2**0.5 * 0.05),
+        "total_costs_ci95": pytest.approx(12.706205 * 500.0, rel=1e-6),
+        "delivery_rate_ci95": pytest.approx(12.706205 * 0.05, rel=1e-6),
+    },
+]
+
+
 async def test_seed_flow_notify_completion_broadcasts_the_aggregate_list(client: Client) -> None:
+    resp = await client.post("/api/results", json=INGESTED)
+    assert resp.status == 201, await resp.text()
     async with client.ws_connect("/ws/results") as ws:
         resp = await client.post("/api/notify-completion")
         assert resp.status == 200
         assert await resp.json() == {"message": "Notification sent."}
         message = json.loads((await ws.receive(timeout=5)).data)
+    assert [{key: entry[key] for key in EXPECTED_AGGREGATES[0]} for entry in message] == (
+        EXPECTED_AGGREGATES
+    )
     assert message == await (await client.get("/api/results")).json()
 
 
@@ -309,9 +352,44 @@ async def test_openapi_describes_every_api_route(client: Client) -> None:
     assert served <= documented
 
 
+class _Links(HTMLParser):
+    """Every src and href of a page, and the text of its inline scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [value for name, value in attrs if name in ("src", "href") and value]
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts.append(data)
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith("data:") or (url.startswith("/") and not url.startswith("//"))
+
+
 async def test_docs_page_is_served_offline(client: Client) -> None:
-    page = await (await client.get("/docs")).text()
-    assert "swagger-ui" in page
-    assert "https://" not in page.split("<body")[0]
-    for src in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
-        assert (await client.get(src)).status == 200
+    page = _Links()
+    page.feed(await (await client.get("/docs")).text())
+    # The spec Swagger UI loads is named in its inline configuration.
+    page.links += re.findall(r"""\burl:\s*["']([^"']+)""", "".join(page.scripts))
+    assert any("swagger-ui-bundle" in link for link in page.links)
+    assert [link for link in page.links if not _is_local(link)] == []
+    for link in page.links:
+        resp = await client.get(link)
+        assert resp.status == 200, link
+        if resp.content_type == "text/css":
+            # What a stylesheet loads: its url(...) and @import.
+            css = await resp.text()
+            loaded = re.findall(r"""url\(\s*["']?([^"')]+)|@import\s+["']([^"']+)""", css)
+            external = [u for pair in loaded for u in pair if u and "://" in u]
+            assert external == [], link

@@ -96,7 +96,7 @@ BAD_BODIES: list[tuple[str, str, bytes, int, str]] = [
     ("POST", "/api/scenarios", _json({"scenario_name": 7}), 422, "scenario_name"),
     ("POST", "/api/scenarios", _json({"scenario_name": "w", "params": []}), 422, "params"),
     ("POST", "/api/results", _json([{**ROW, "scenario_id": "1"}]), 422, "[0].scenario_id"),
-    # NaN and infinities: Python's json module reads them, the contract refuses them.
+    # NaN and infinities: Python's json module reads them; JSON has no such numbers.
     ("POST", "/api/simulations", b'{"pace_s": NaN}', 422, "not a finite number"),
     ("POST", "/api/simulations", b'{"pace_s": Infinity}', 422, "not a finite number"),
     (

@@ -396,7 +396,37 @@ def test_precision_targets_are_sent_only_when_filled_and_errors_land_beside_them
 COMPARE_URL = re.compile(r"/api/simulations/\d+/compare\?")
 
 
-def test_comparison_with_a_baseline_shows_when_the_server_offers_it(
+def test_comparison_with_a_baseline_shows_the_server_answer(
+    open_page: OpenPage, server: Server
+) -> None:
+    page = open_page()
+    body = {"scenario_ids": [1, 2], "replications": 20, "seed": 8}
+    run_id = server.api("POST", "/api/simulations", body).json()["run_id"]
+    done = page.locator(f'#results[data-run-id="{run_id}"][data-status="completed"]')
+    expect(done).to_have_count(1, timeout=WAIT_MS)
+    section = page.locator("#compare")
+    expect(section).to_be_visible()
+    for baseline, other in ((1, "人員1名追加"), (2, "現状シナリオ")):
+        if baseline == 2:
+            page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
+        answer = server.api("GET", f"/api/simulations/{run_id}/compare?baseline={baseline}")
+        assert answer.status_code == 200, answer.text
+        comparisons = answer.json()["comparisons"]
+        verdicts = {c["kpi"]: c["verdict"] for c in comparisons}
+        # Six pickers cost more than five and deliver more on time, clearly, in 20 pairs.
+        sign = 1 if baseline == 1 else -1
+        assert verdicts["total_labor_costs"] == ("worse" if sign > 0 else "better")
+        assert verdicts["ontime_delivery_rate"] == ("better" if sign > 0 else "worse")
+        rows = section.locator("tbody tr")
+        expect(rows).to_have_count(len(comparisons))
+        expect(rows.locator("th")).to_have_text([other] * len(comparisons))
+        shown = [c["verdict"].replace("_", " ") for c in comparisons]
+        expect(rows.locator(".verdict")).to_have_text(shown)
+    section.scroll_into_view_if_needed()
+    screenshot(page, "dashboard-comparison")
+
+
+def test_comparison_formats_differences_in_the_kpi_units(
     open_page: OpenPage, server: Server
 ) -> None:
     spec = server.api("GET", "/openapi.json").json()
@@ -432,8 +462,6 @@ def test_comparison_with_a_baseline_shows_when_the_server_offers_it(
     page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
     expect(section.locator("tbody tr").first).to_contain_text("現状シナリオ")
     assert [b for r, b in asked if r == run_id] == [1, 2]
-    section.scroll_into_view_if_needed()
-    screenshot(page, "dashboard-comparison")
 
 
 def test_comparison_stays_hidden_when_the_server_has_none(
@@ -478,11 +506,36 @@ def test_page_reconnects_by_itself_after_a_server_restart(
     server.stop()
     expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
     server.start()
-    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    # The page's next attempt may be up to its longest backoff (10 s, plus jitter) away.
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     server.api("POST", "/api/scenarios", {"scenario_name": "再起動後"})
     expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
     # A reconnect refreshes the data but leaves what the user was typing alone.
     expect(page.get_by_label("Scenario name")).to_have_value("入力途中")
+
+
+def test_api_docs_render_with_nothing_from_the_network(
+    browser: Browser, server: Server, console: Console
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        console.watch(page)
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        # Anything from another origin is refused, as it would be on a machine offline.
+        page.route(
+            re.compile(r"^(?!" + re.escape(server.url) + r"/|data:|blob:)"),
+            lambda route: route.abort(),
+        )
+        page.goto(f"{server.url}/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("simsvc")
+        expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    finally:
+        context.close()
+    external = [u for u in requested if not u.startswith((server.url + "/", "data:", "blob:"))]
+    assert external == []
+    assert any(u.endswith("/docs/static/swagger-ui-bundle.js") for u in requested)
 
 
 def test_api_docs_render_and_call_the_api_under_the_content_security_policy(

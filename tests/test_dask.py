@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 from typing import Any
 
 import pytest
@@ -34,7 +36,12 @@ async def test_dask_local_cluster_gives_the_same_rows_as_the_process_executor(
     make_client: MakeClient,
 ) -> None:
     on_processes = await _rows_of_a_run(make_client, "process")
-    on_dask = await _rows_of_a_run(make_client, "dask-local")
+    # Dask's usual HTTP port taken (by another cluster, say) must not matter.
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # already taken by someone else: just as good
+            taken.bind(("0.0.0.0", 8787))
+            taken.listen()
+        on_dask = await _rows_of_a_run(make_client, "dask-local")
     assert on_dask == on_processes
 
 
@@ -49,6 +56,7 @@ async def test_existing_dask_scheduler_gives_the_same_rows_as_the_process_execut
         protocol="tcp",
         host="127.0.0.1",
         dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": ":0"},  # not Dask's usual 8787
         asynchronous=True,
     ) as cluster:
         address = cluster.scheduler_address.removeprefix("tcp://")

@@ -166,12 +166,19 @@ async def test_precision_target_may_name_a_metric(client: Client) -> None:
     }
 
 
-async def test_same_seed_precision_runs_agree_on_the_count(client: Client) -> None:
-    counts = []
-    for _ in range(2):
-        answer = await start_run(client, seed=77, precision=PRECISE)
-        counts.append((await wait_for_run(client, answer["run_id"]))["replications"])
-    assert counts[0] == counts[1]
+async def test_same_seed_precision_runs_agree_on_every_value(client: Client) -> None:
+    first, second = [
+        await wait_for_run(client, (await start_run(client, seed=77, precision=PRECISE))["run_id"])
+        for _ in range(2)
+    ]
+    # The same draws give the same batches, the same stop, and the same numbers.
+    assert first["replications"] == second["replications"] > PRECISE["min_replications"]
+    assert first["stopped_because"] == second["stopped_because"] == "precision_met"
+    assert first["precision_report"] == second["precision_report"]
+    rows, aggregates = await rows_and_aggregates(client, first["run_id"])
+    assert len(rows) == 3 * first["replications"]
+    assert len({row["total_labor_costs"] for row in rows}) > first["replications"]
+    assert (rows, aggregates) == await rows_and_aggregates(client, second["run_id"])
 
 
 @pytest.mark.parametrize(

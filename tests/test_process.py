@@ -10,14 +10,16 @@ import resource
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from .conftest import free_port
+from .holding_model import Holder, install_entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 START_LIMIT_S = 20.0
@@ -62,7 +64,10 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    tmp_path: Path, session: aiohttp.ClientSession, *args: str
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    *args: str,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Service]:
     """Start simsvc on `tmp_path/simsvc.db` and a free port; it is always killed in the end."""
     port = free_port()
@@ -80,7 +85,7 @@ async def running_service(
             cwd=ROOT,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
         )
     service = Service(proc, port, log)
     try:
@@ -198,3 +203,92 @@ async def test_kill_9_mid_run_keeps_every_reported_replication_and_a_sound_datab
     assert 1000 <= reported <= run["done"] == len(rows) < 20_000
     assert len({(r["scenario_id"], r["replication"]) for r in rows}) == len(rows)
     assert read_db(tmp_path / "simsvc.db", "PRAGMA integrity_check") == [("ok",)]
+
+
+# -- worker processes --------------------------------------------------------------------
+
+# A shift of 960,000 orders: about a second or more per replication, within the bounds
+# (1,000,000 work units per replication, 4,000,000,000 per run).
+HEAVY = {"orders_per_hour": 40_000, "shift_hours": 24, "workers": 1000}
+# Worker processes, the forkserver and the resource tracker must be gone this soon
+# after the service (the docs say within a second or two).
+ORPHAN_LIMIT_S = 5.0
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process the service started: forkserver, resource tracker, workers."""
+    return psutil.Process(pid).children(recursive=True)
+
+
+async def left_alive(processes: list[psutil.Process], limit_s: float) -> list[psutil.Process]:
+    """Those of `processes` still alive after waiting up to `limit_s` for each to exit."""
+    _, alive = await asyncio.to_thread(psutil.wait_procs, processes, timeout=limit_s)
+    for process in alive:  # do not leave them to the next test
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    return list(alive)
+
+
+async def _first_progress(session: aiohttp.ClientSession, svc: Service, run_id: int) -> None:
+    async with session.ws_connect(f"{svc.url}/ws/events") as ws, asyncio.timeout(60):
+        async for msg in ws:
+            event = json.loads(msg.data)
+            if event["type"] == "run.progress" and event["run_id"] == run_id:
+                return
+            assert event["type"] not in ("run.completed", "run.failed"), event
+
+
+async def _start(session: aiohttp.ClientSession, svc: Service, params: Any, reps: int) -> int:
+    scenario = {
+        "scenario_name": "heavy",
+        "model": params.pop("model", "warehouse"),
+        "params": params,
+    }
+    async with session.post(f"{svc.url}/api/scenarios", json=scenario) as resp:
+        assert resp.status == 201, await resp.text()
+        scenario_id = (await resp.json())["scenario_id"]
+    body = {"scenario_ids": [scenario_id], "replications": reps, "seed": 1}
+    async with session.post(f"{svc.url}/api/simulations", json=body) as resp:
+        assert resp.status == 202, await resp.text()
+        run_id: int = (await resp.json())["run_id"]
+    return run_id
+
+
+async def test_sigterm_with_heavy_chunks_in_flight_exits_within_5_s_and_leaves_no_worker(
+    tmp_path: Path,
+) -> None:
+    args = ("--executor", "process", "--workers", "2")
+    async with (
+        aiohttp.ClientSession() as session,
+        running_service(tmp_path, session, *args) as svc,
+    ):
+        run_id = await _start(session, svc, dict(HEAVY), 1000)
+        await _first_progress(session, svc, run_id)  # heavy chunks are computing now
+        children = descendants(svc.proc.pid)
+        elapsed = await svc.stop(signal.SIGTERM)
+        assert svc.proc.returncode == 0, svc.output()
+    assert elapsed < EXIT_LIMIT_S
+    assert await left_alive(children, ORPHAN_LIMIT_S) == []
+    db = tmp_path / "simsvc.db"
+    assert read_db(db, "SELECT status FROM runs WHERE run_id = ?", (run_id,)) == [("interrupted",)]
+    assert "Traceback" not in svc.output()
+
+
+async def test_kill_9_of_the_service_ends_its_workers_forkserver_and_tracker(
+    tmp_path: Path,
+) -> None:
+    env = install_entry_point(tmp_path / "site")
+    args = ("--executor", "process", "--workers", "2")
+    async with (
+        aiohttp.ClientSession() as session,
+        Holder() as holder,
+        running_service(tmp_path, session, *args, env=env) as svc,
+    ):
+        await _start(session, svc, {"model": "holding", "port": holder.port}, 10)
+        held = [await holder.next(), await holder.next()]  # both workers are busy
+        children = descendants(svc.proc.pid)
+        assert {h.pid for h in held} <= {c.pid for c in children}
+        svc.proc.kill()
+        await svc.proc.wait()
+        alive = await left_alive(children, ORPHAN_LIMIT_S)
+    assert alive == [], [p.pid for p in alive]

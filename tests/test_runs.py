@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -130,3 +132,23 @@ async def test_model_failure_marks_run_failed_and_service_carries_on(
     assert "ValueError: the model fell over" in ended["error"]
     again = await start_run(client, scenario_ids=[1], replications=2, seed=3)
     assert (await wait_for_run(client, again["run_id"]))["status"] == "completed"
+
+
+async def test_pace_waits_after_each_replication(client: Client) -> None:
+    run = await start_run(client, scenario_ids=[1], replications=3, pace_s=0.25)
+    progress = []
+    async with client.ws_connect("/ws/events") as ws, asyncio.timeout(30):
+        async for msg in ws:
+            event = json.loads(msg.data)
+            if event.get("run_id") != run["run_id"]:
+                continue
+            if event["type"] == "run.progress":
+                progress.append(event["done"])
+            if event["type"] == "run.completed":
+                ended = event["run"]
+                break
+    started = datetime.fromisoformat(ended["started_at"].replace("Z", "+00:00"))
+    finished = datetime.fromisoformat(ended["finished_at"].replace("Z", "+00:00"))
+    # At least the two pauses between three replications; replications arrive one by one.
+    assert (finished - started).total_seconds() >= 2 * 0.25
+    assert sorted(set(progress)) == [1, 2, 3]

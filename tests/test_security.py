@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -12,7 +14,7 @@ import pytest
 from simsvc.__main__ import parse_args
 from simsvc.security import warn_if_exposed
 
-from .conftest import Client, MakeClient
+from .conftest import Client, MakeClient, wait_for_run
 from .rawsocket import raw_http
 
 TOKEN = "s3cret-token"
@@ -32,7 +34,10 @@ MUTATING_CALLS = [
         [{"scenario_id": 1, "replication": 1, "total_labor_costs": 1, "ontime_delivery_rate": 1}],
     ),  # ingests rows
     ("POST", "/api/notify-completion", None),  # broadcasts to every socket
+    ("POST", "/api/simulations/1/extend", {"replications": 1}),  # adds replications
+    ("POST", "/api/simulations/1/resume", None),  # restarts a stopped run
 ]
+AUTHORISED = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -64,14 +69,78 @@ async def test_mutating_calls_without_the_token_get_401_and_change_nothing(
     assert await (await guarded.get("/api/simulations")).json() == []
 
 
-@pytest.mark.parametrize(("method", "path", "body"), MUTATING_CALLS)
-async def test_mutating_calls_with_the_token_pass_the_guard(
-    guarded: Client, method: str, path: str, body: Any
+async def authorised(
+    client: Client, method: str, path: str, status: int, body: Any = None
+) -> dict[str, Any]:
+    """Make a change with the token; it must succeed with `status`."""
+    resp = await client.request(method, path, json=body, headers=AUTHORISED)
+    assert resp.status == status, await resp.text()
+    return dict(await resp.json()) if resp.status != 204 else {}
+
+
+async def read(client: Client, path: str) -> Any:
+    resp = await client.get(path)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def starts_a_run(client: Client) -> None:
+    run = await authorised(client, "POST", "/api/simulations", 202, {"replications": 2})
+    ended = await wait_for_run(client, run["run_id"], headers=AUTHORISED)
+    assert (ended["status"], ended["done"]) == ("completed", 6)
+
+
+async def cancels_and_resumes_a_run(client: Client) -> None:
+    body = {"replications": 1000, "pace_s": 1}
+    run_id = (await authorised(client, "POST", "/api/simulations", 202, body))["run_id"]
+    cancelled = await authorised(client, "POST", f"/api/simulations/{run_id}/cancel", 200)
+    assert cancelled["status"] == "cancelled"
+    assert (await read(client, f"/api/simulations/{run_id}"))["status"] == "cancelled"
+    await authorised(client, "POST", f"/api/simulations/{run_id}/resume", 202)
+    assert (await read(client, f"/api/simulations/{run_id}"))["status"] in ("queued", "running")
+
+
+async def extends_a_run(client: Client) -> None:
+    run = await authorised(client, "POST", "/api/simulations", 202, {"replications": 2})
+    await wait_for_run(client, run["run_id"], headers=AUTHORISED)
+    path = f"/api/simulations/{run['run_id']}"
+    await authorised(client, "POST", f"{path}/extend", 202, {"replications": 3})
+    ended = await wait_for_run(client, run["run_id"], headers=AUTHORISED)
+    assert (ended["status"], ended["replications"], ended["done"]) == ("completed", 5, 15)
+
+
+async def creates_edits_and_deletes_scenarios(client: Client) -> None:
+    created = await authorised(client, "POST", "/api/scenarios", 201, {"scenario_name": "new"})
+    await authorised(client, "PATCH", "/api/scenarios/1", 200, {"scenario_name": "renamed"})
+    await authorised(client, "DELETE", "/api/scenarios/3", 204)
+    names = {s["scenario_id"]: s["scenario_name"] for s in await read(client, "/api/scenarios")}
+    assert names == {1: "renamed", 2: "人員1名追加", created["scenario_id"]: "new"}
+
+
+async def ingests_and_broadcasts_results(client: Client) -> None:
+    row = {"scenario_id": 1, "replication": 1, "total_labor_costs": 9000.0}
+    body = [{**row, "ontime_delivery_rate": 0.9}]
+    assert await authorised(client, "POST", "/api/results", 201, body) == {"inserted": 1}
+    async with client.ws_connect(f"/ws/results?token={TOKEN}") as ws:
+        await authorised(client, "POST", "/api/notify-completion", 200)
+        pushed = json.loads((await ws.receive(timeout=10)).data)
+    assert [(a["scenario_id"], a["average_total_costs"]) for a in pushed] == [(1, 9000.0)]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        starts_a_run,
+        cancels_and_resumes_a_run,
+        extends_a_run,
+        creates_edits_and_deletes_scenarios,
+        ingests_and_broadcasts_results,
+    ],
+)
+async def test_changes_with_the_token_succeed_and_take_effect(
+    guarded: Client, change: Callable[[Client], Awaitable[None]]
 ) -> None:
-    resp = await guarded.request(
-        method, path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    assert resp.status != 401, await resp.text()
+    await change(guarded)
 
 
 async def test_reads_stay_open_when_a_token_is_set(guarded: Client) -> None:
