@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from simsvc import __main__ as simsvc_main
 from simsvc.cli import main
 from simsvc.client import Client
 
@@ -152,3 +154,27 @@ def test_a_run_that_outlasts_the_timeout_exits_1(
     assert "run 1 did not end within 0.3 s" in err
     with Client(url) as client:
         assert client.cancel(1)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--port", "9001", "--db", ":memory:"],  # no command: serve, as it always did
+        ["serve", "--port", "9001", "--db", ":memory:"],  # the same, named
+    ],
+)
+def test_serve_is_the_default_command(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    served_with: list[argparse.Namespace] = []
+    monkeypatch.setattr(simsvc_main, "serve", served_with.append)
+    assert simsvc_main.main(argv) == 0
+    (args,) = served_with
+    assert (args.port, args.db) == (9001, ":memory:")
+
+
+def test_client_commands_do_not_start_the_service(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(simsvc_main, "serve", pytest.fail)
+    url = f"http://127.0.0.1:{free_port()}"
+    assert simsvc_main.main(["results", "--url", url]) == 1
+    assert f"unreachable at {url}" in capsys.readouterr().err
