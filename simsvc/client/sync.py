@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
@@ -88,104 +88,6 @@ def _blocking(
     return call
 
 
-class Client:
-    """A blocking client of one simsvc service (see AsyncClient for every call).
-
-    `client = Client("http://127.0.0.1:8000", token=...)`, then for example
-    `run = client.run(scenario_ids=[1, 2], replications=200, seed=1)`, `run.wait()`,
-    `run.results_frame()`. Use it in a `with` block or call `close()`.
-    """
-
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        token: str | None = None,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        self._inner = AsyncClient(base_url, token, timeout=timeout)
-        self._portal = LoopThread()
-        self._closer = weakref.finalize(self, _shut, self._portal, self._inner)
-
-    @property
-    def base_url(self) -> str:
-        return self._inner.base_url
-
-    def __repr__(self) -> str:
-        return f"Client({self.base_url!r})"
-
-    def close(self) -> None:
-        self._closer()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def run(
-        self,
-        scenario_ids: Sequence[int] | None = None,
-        replications: int | None = None,
-        seed: int | None = None,
-        *,
-        pace_s: float | None = None,
-        precision: Mapping[str, Any] | None = None,
-    ) -> Run:
-        """Start a run (every scenario and 3 replications unless told); it goes on alone."""
-        call = self._inner.run(scenario_ids, replications, seed, pace_s=pace_s, precision=precision)
-        return Run(self._portal, self._portal.call(call))
-
-    def get_run(self, run_id: int) -> Run:
-        """A handle on an existing run."""
-        return Run(self._portal, self._portal.call(self._inner.get_run(run_id)))
-
-    def experiment(self, spec: Mapping[str, Any]) -> Experiment:
-        """Start an experiment from its full request body (`kind` sweep or optimize)."""
-        return Experiment(self._portal, self._portal.call(self._inner.experiment(spec)))
-
-    def sweep(self, factors: Mapping[str, Any], **options: Any) -> Experiment:
-        """Run replications at every point of the space (see AsyncClient.sweep)."""
-        return Experiment(self._portal, self._portal.call(self._inner.sweep(factors, **options)))
-
-    def optimize(self, factors: Mapping[str, Any], **options: Any) -> Experiment:
-        """Search the space for the best feasible point (see AsyncClient.optimize)."""
-        call = self._inner.optimize(factors, **options)
-        return Experiment(self._portal, self._portal.call(call))
-
-    def get_experiment(self, experiment_id: int) -> Experiment:
-        call = self._inner.get_experiment(experiment_id)
-        return Experiment(self._portal, self._portal.call(call))
-
-    health = _blocking(AsyncClient.health)
-    models = _blocking(AsyncClient.models)
-    scenarios = _blocking(AsyncClient.scenarios)
-    scenario = _blocking(AsyncClient.scenario)
-    create_scenario = _blocking(AsyncClient.create_scenario)
-    update_scenario = _blocking(AsyncClient.update_scenario)
-    delete_scenario = _blocking(AsyncClient.delete_scenario)
-    runs = _blocking(AsyncClient.runs)
-    run_info = _blocking(AsyncClient.run_info)
-    wait = _blocking(AsyncClient.wait)
-    cancel = _blocking(AsyncClient.cancel)
-    extend = _blocking(AsyncClient.extend)
-    resume = _blocking(AsyncClient.resume)
-    results = _blocking(AsyncClient.results)
-    results_csv = _blocking(AsyncClient.results_csv)
-    aggregates = _blocking(AsyncClient.aggregates)
-    compare = _blocking(AsyncClient.compare)
-    select = _blocking(AsyncClient.select)
-    ingest = _blocking(AsyncClient.ingest)
-    notify_completion = _blocking(AsyncClient.notify_completion)
-    experiments = _blocking(AsyncClient.experiments)
-    experiment_info = _blocking(AsyncClient.experiment_info)
-    wait_experiment = _blocking(AsyncClient.wait_experiment)
-    cancel_experiment = _blocking(AsyncClient.cancel_experiment)
-    resume_experiment = _blocking(AsyncClient.resume_experiment)
-    experiment_results = _blocking(AsyncClient.experiment_results)
-    experiment_results_csv = _blocking(AsyncClient.experiment_results_csv)
-
-
 Inner = TypeVar("Inner", AsyncRun, AsyncExperiment)
 
 
@@ -248,3 +150,89 @@ class Experiment(_Handle[AsyncExperiment]):
     resume = _blocking(AsyncExperiment.resume)
     results = _blocking(AsyncExperiment.results)
     results_csv = _blocking(AsyncExperiment.results_csv)
+
+
+Handle = TypeVar("Handle", Run, Experiment)
+
+
+def _starting(
+    method: Callable[Concatenate[Any, P], Coroutine[Any, Any, Any]], handle: type[Handle]
+) -> Callable[Concatenate[_Blocking, P], Handle]:
+    """The blocking form of an async method that answers a handle, wrapped as `handle`."""
+
+    def call(self: _Blocking, /, *args: P.args, **kwargs: P.kwargs) -> Handle:
+        return handle(self._portal, self._portal.call(method(self._inner, *args, **kwargs)))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class Client:
+    """A blocking client of one simsvc service (see AsyncClient for every call).
+
+    `client = Client("http://127.0.0.1:8000", token=...)`, then for example
+    `run = client.run(scenario_ids=[1, 2], replications=200, seed=1)`, `run.wait()`,
+    `run.results_frame()`. Use it in a `with` block or call `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self._inner = AsyncClient(base_url, token, timeout=timeout)
+        self._portal = LoopThread()
+        self._closer = weakref.finalize(self, _shut, self._portal, self._inner)
+
+    @property
+    def base_url(self) -> str:
+        return self._inner.base_url
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
+    def close(self) -> None:
+        self._closer()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    run = _starting(AsyncClient.run, Run)
+    get_run = _starting(AsyncClient.get_run, Run)
+    experiment = _starting(AsyncClient.experiment, Experiment)
+    sweep = _starting(AsyncClient.sweep, Experiment)
+    optimize = _starting(AsyncClient.optimize, Experiment)
+    get_experiment = _starting(AsyncClient.get_experiment, Experiment)
+    health = _blocking(AsyncClient.health)
+    models = _blocking(AsyncClient.models)
+    scenarios = _blocking(AsyncClient.scenarios)
+    scenario = _blocking(AsyncClient.scenario)
+    create_scenario = _blocking(AsyncClient.create_scenario)
+    update_scenario = _blocking(AsyncClient.update_scenario)
+    delete_scenario = _blocking(AsyncClient.delete_scenario)
+    runs = _blocking(AsyncClient.runs)
+    run_info = _blocking(AsyncClient.run_info)
+    wait = _blocking(AsyncClient.wait)
+    cancel = _blocking(AsyncClient.cancel)
+    extend = _blocking(AsyncClient.extend)
+    resume = _blocking(AsyncClient.resume)
+    results = _blocking(AsyncClient.results)
+    results_csv = _blocking(AsyncClient.results_csv)
+    aggregates = _blocking(AsyncClient.aggregates)
+    compare = _blocking(AsyncClient.compare)
+    select = _blocking(AsyncClient.select)
+    ingest = _blocking(AsyncClient.ingest)
+    notify_completion = _blocking(AsyncClient.notify_completion)
+    experiments = _blocking(AsyncClient.experiments)
+    experiment_info = _blocking(AsyncClient.experiment_info)
+    wait_experiment = _blocking(AsyncClient.wait_experiment)
+    cancel_experiment = _blocking(AsyncClient.cancel_experiment)
+    resume_experiment = _blocking(AsyncClient.resume_experiment)
+    experiment_results = _blocking(AsyncClient.experiment_results)
+    experiment_results_csv = _blocking(AsyncClient.experiment_results_csv)
