@@ -43,6 +43,17 @@ def port_number(value: str) -> int:
     return port
 
 
+def seconds(value: str) -> float:
+    """A duration in seconds: a finite number, 0 or more."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
+    return number
+
+
 def worker_count(value: str) -> int:
     """A --workers value: a positive integer."""
     try:
@@ -95,7 +106,15 @@ SERVE_FLAGS: list[tuple[str, str, Callable[[str], Any], str | None, str]] = [
         executor_name,
         "process",
         "process, thread, inline, dask-local, or dask://HOST:PORT for a Dask scheduler "
-        "(the last two need `pip install 'simsvc[dask]'`)",
+        "(the last two need the extra: `pip install '.[dask]'` in the simsvc source tree)",
+    ),
+    (
+        "--executor-wait",
+        "SIMSVC_EXECUTOR_WAIT",
+        seconds,
+        "120",
+        "seconds a run waits for a Dask worker (or an unreachable scheduler) before it "
+        "fails; its finished replications stay stored",
     ),
     ("--log-level", "SIMSVC_LOG_LEVEL", log_level, "INFO", "logging level"),
     (
@@ -188,6 +207,7 @@ def serve(args: argparse.Namespace) -> None:
     _check_can_listen(args.host, args.port)  # before the database is created or opened
     from aiohttp import web
 
+    from .sim import ClusterTimeouts
     from .web import Config, create_app, warn_if_exposed
 
     config = Config(
@@ -197,6 +217,7 @@ def serve(args: argparse.Namespace) -> None:
         token=args.token,
         cors_origins=tuple(args.cors_origins),
         allowed_hosts=(args.host, *args.allowed_hosts),
+        cluster=ClusterTimeouts(give_up_s=args.executor_wait),
     )
     warn_if_exposed(args.host, args.token)
     try:

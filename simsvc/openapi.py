@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import __version__
+from .experiment_request import EXPERIMENT_REQUEST
 from .hub import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
 from .runner import DEFAULT_CHUNK_TIMEOUT_S
 from .sim import MAX_REPLICATION_WORK, MAX_RUN_WORK, Model
@@ -303,6 +304,15 @@ AGGREGATE: dict[str, Any] = {
     },
 }
 
+SAVE_POINT_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scenario_name"],
+    "properties": {
+        "scenario_name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+    },
+}
+
 SCENARIO: dict[str, Any] = {
     "type": "object",
     "required": ["scenario_id", "scenario_name", "model", "params"],
@@ -317,6 +327,23 @@ SCENARIO: dict[str, Any] = {
 }
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
+EXECUTOR_STATUS: dict[str, Any] = {
+    "type": "object",
+    "required": ["executor", "state", "workers", "threads"],
+    "properties": {
+        "executor": {"enum": ["process", "thread", "inline", "dask"]},
+        "state": {
+            "enum": ["ready", "connected", "reconnecting", "no workers", "closed"],
+            "description": "ready: a local pool; connected, reconnecting or no workers: a"
+            " Dask cluster",
+        },
+        "workers": {"type": "integer", "description": "worker processes (pool or cluster)"},
+        "threads": {"type": "integer", "description": "replications computed at once"},
+        "since": {"type": "string", "format": "date-time", "description": "when `state` began"},
+        "scheduler": {"type": "string", "description": "the Dask scheduler's address"},
+    },
+}
+
 RUN: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -348,6 +375,12 @@ RUN: dict[str, Any] = {
         "started_at": _TIME,
         "finished_at": _TIME,
         "error": {"type": ["string", "null"]},
+        "waiting_for_workers": {
+            "type": "boolean",
+            "description": "the run is running but its Dask cluster has no worker (or no"
+            " scheduler); it fails after --executor-wait seconds of this",
+        },
+        "waiting_since": {**_TIME, "description": "since when the run has had no worker"},
         "stopped_because": {
             "enum": ["precision_met", "max_replications", None],
             "description": "why a run with `precision` stopped",
@@ -520,6 +553,7 @@ def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[st
 _TAGS = (
     ("/api/scenarios/{scenario_id}/ingested-results", "results"),
     ("/api/scenarios", "scenarios"),
+    ("/api/experiments", "experiments"),
     ("/api/simulations", "runs"),
     ("/api/results", "results"),
     ("/api/notify-completion", "results"),
@@ -566,8 +600,13 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                         {
                             "type": "object",
                             "properties": {
-                                "status": {"const": "ok"},
+                                "status": {
+                                    "enum": ["ok", "degraded"],
+                                    "description": "degraded: the executor cannot compute"
+                                    " now (no Dask scheduler or no worker); runs wait",
+                                },
                                 "version": {"type": "string"},
+                                "executor": EXECUTOR_STATUS,
                             },
                         }
                     )
@@ -855,6 +894,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
     }
     for name, model in models.items():
         schemas[f"Params.{name}"] = model.params_schema
+    _add_experiments(paths, schemas)
     _tag_operations(paths)
     _add_edge_responses(paths)
     _add_links(paths)
@@ -917,3 +957,142 @@ def _add_links(paths: dict[str, Any]) -> None:
 def _pointer(path: str) -> str:
     """A path as one JSON Pointer segment (RFC 6901)."""
     return path.replace("~", "~0").replace("/", "~1")
+
+
+_POINT: dict[str, Any] = {
+    "type": "object",
+    "required": ["point_id", "params", "replications", "means", "ci95", "feasible"],
+    "properties": {
+        "point_id": {"type": "integer"},
+        "params": {"type": "object", "description": "every param of the point"},
+        "replications": {"type": "integer"},
+        "means": {"type": "object", "additionalProperties": _NULLABLE_NUMBER},
+        "ci95": {
+            "type": "object",
+            "additionalProperties": _NULLABLE_NUMBER,
+            "description": "half-width of the 95% Student-t interval of each mean",
+        },
+        "feasible": {"type": ["boolean", "null"], "description": "null while undecided"},
+        "eliminated_by": {"type": ["integer", "null"]},
+    },
+}
+_EXPERIMENT: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "experiment_id",
+        "kind",
+        "status",
+        "seed",
+        "replications_used",
+        "stopped_because",
+    ],
+    "properties": {
+        "experiment_id": {"type": "integer"},
+        "kind": {"enum": ["sweep", "optimize"]},
+        "status": {
+            "enum": ["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+        },
+        "model": {"type": "string"},
+        "seed": {"type": "integer"},
+        "point_count": {"type": "integer"},
+        "replications_used": {"type": "integer"},
+        "stopped_because": {"enum": ["decided", "max_replications", None]},
+        "error": {"type": ["string", "null"]},
+        "points": {
+            "type": "array",
+            "items": _POINT,
+            "description": "only on GET /api/experiments/{experiment_id}",
+        },
+        "recommendation": {
+            "type": ["object", "null"],
+            "properties": {
+                "point_id": {"type": ["integer", "null"]},
+                "params": {"type": ["object", "null"]},
+                "means": {"type": ["object", "null"]},
+                "ci95": {"type": ["object", "null"]},
+                "statement": {"type": "string"},
+            },
+        },
+        "pareto": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+            "description": "per constraint KPI, the points no other beats on it and the objective",
+        },
+    },
+}
+
+
+def _add_experiments(paths: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """The routes of experiments over a parameter space (sweeps and optimizations)."""
+    eid = _path_id("experiment_id")
+    schemas.update(
+        {
+            "ExperimentRequest": EXPERIMENT_REQUEST,
+            "Experiment": _EXPERIMENT,
+            "SavePointRequest": SAVE_POINT_REQUEST,
+        }
+    )
+    accepted = {
+        **_json(_ref("Experiment"), "Accepted"),
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    }
+    paths["/api/experiments"] = {
+        "get": _operation(
+            "The experiments, newest first (without their points)",
+            {"200": _json({"type": "array", "items": _ref("Experiment")})},
+        ),
+        "post": _operation(
+            "Start a sweep or an optimization over a space of params",
+            {"202": accepted, **_problems(400, 413, 422)},
+            requestBody=_body(_ref("ExperimentRequest")),
+        ),
+    }
+    paths["/api/experiments/{experiment_id}"] = {
+        "parameters": [eid],
+        "get": _operation(
+            "One experiment with its points and recommendation",
+            {"200": _json(_ref("Experiment")), **_problems(404)},
+        ),
+    }
+    for action, summary, code, errors in (
+        ("cancel", "Stop a queued or running experiment", "200", (404, 409)),
+        ("resume", "Compute what a stopped experiment lacks", "202", (404, 409)),
+    ):
+        paths[f"/api/experiments/{{experiment_id}}/{action}"] = {
+            "parameters": [eid],
+            "post": _operation(summary, {code: _json(_ref("Experiment")), **_problems(*errors)}),
+        }
+    paths["/api/experiments/{experiment_id}/results"] = {
+        "parameters": [
+            eid,
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["json", "csv"]},
+            },
+        ],
+        "get": _operation(
+            "One row per replication, the point's params as columns (CSV with ?format=csv)",
+            {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "array", "items": {"type": "object"}}
+                        },
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_problems(400, 404),
+            },
+        ),
+    }
+    paths["/api/experiments/{experiment_id}/points/{point_id}/scenario"] = {
+        "parameters": [eid, _path_id("point_id")],
+        "post": _operation(
+            "Save one point of an experiment as a named scenario",
+            {"201": _json(_ref("Scenario"), "Created"), **_problems(400, 404, 409, 413, 422)},
+            requestBody=_body(_ref("SavePointRequest")),
+        ),
+    }

@@ -36,7 +36,7 @@ import logging
 import platform
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,12 +193,18 @@ class RunEvents:
     """The runner's sink for runs: store each chunk, then tell the sockets."""
 
     def __init__(
-        self, database: db.Database, aggregates: AggregateCache, events: Hub, results: Hub
+        self,
+        database: db.Database,
+        aggregates: AggregateCache,
+        events: Hub,
+        results: Hub,
+        waiting: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self._db = database
         self._aggregates = aggregates
         self._events = events
         self._results = results
+        self._waiting = waiting  # fields saying whether runs wait for workers, for progress
         self._last_progress: dict[int, float] = {}
         self._unsent: set[int] = set()
         self._progress_cost: dict[int, float] = {}  # seconds the last progress event took
@@ -232,9 +238,16 @@ class RunEvents:
         began = time.monotonic()
         results = await self._aggregates.compute(run_id)
         self._events.broadcast_event(
-            "run.progress", {"run_id": run_id, "done": done, "total": total, "results": results}
+            "run.progress",
+            {"run_id": run_id, "done": done, "total": total, "results": results} | self._waiting(),
         )
         self._progress_cost[run_id] = time.monotonic() - began
+
+    async def waiting_changed(self, active: Callable[[int], bool]) -> None:
+        """Tell the sockets that running runs started or stopped waiting for workers."""
+        for run in await self._db.list_runs(limit=100):
+            if run["status"] == "running" and active(run["run_id"]):
+                await self._send_progress(run["run_id"], run["done"], run["total"])
 
     async def run_finished(
         self, run_id: int, status: str, error: str | None, stopped_because: str | None

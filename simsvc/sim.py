@@ -19,11 +19,13 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar, cast, get_args
 
 import numpy as np
 
+from . import StartupError
 from .schema import Checker, FieldError, InvalidInput
 from .workers import WorkerPool
 
@@ -262,7 +264,11 @@ UNIFORM = UniformModel()
 
 
 def load_models() -> dict[str, Model]:
-    """The built-in models plus every model registered under `simsvc.models`."""
+    """The built-in models plus every model registered under `simsvc.models`.
+
+    Called by whoever serves (never at import): a plug-in imports this module, so loading
+    plug-ins at import would import them half-initialised on every fresh worker.
+    """
     models: dict[str, Model] = {WAREHOUSE.name: WAREHOUSE, UNIFORM.name: UNIFORM}
     for entry in entry_points(group="simsvc.models"):
         try:
@@ -276,9 +282,6 @@ def load_models() -> dict[str, Model]:
             continue
         models[model.name] = model
     return models
-
-
-MODELS = load_models()
 
 
 class ParamsChecker:
@@ -389,6 +392,32 @@ class InlineExecutor(concurrent.futures.Executor):
         return future
 
 
+ExecutorState = Literal["ready", "connected", "reconnecting", "no workers", "closed"]
+
+
+class ExecutorStatus(TypedDict, total=False):
+    """What `/api/health` says about where replications are computed."""
+
+    executor: str
+    state: ExecutorState
+    workers: int
+    threads: int
+    since: str  # when `state` began (Dask only)
+    scheduler: str  # the Dask scheduler's address
+
+
+@dataclass(frozen=True)
+class ClusterTimeouts:
+    """How a Dask executor follows its cluster (the pools ignore it)."""
+
+    connect_s: float = 10.0  # to reach the scheduler, at start-up and on each reconnect
+    poll_s: float = 1.0  # how often the cluster's size and health are read
+    waiting_after_s: float = 10.0  # no worker this long: runs are reported as waiting
+    give_up_s: float = 120.0  # no worker or scheduler this long: the waiting runs fail
+    reconnect_first_s: float = 0.5  # backoff between reconnect attempts: first...
+    reconnect_max_s: float = 30.0  # ...and longest
+
+
 class Backend(Protocol):
     """Where chunks of replications are computed."""
 
@@ -400,6 +429,20 @@ class Backend(Protocol):
     async def submit(self, fn: Callable[..., T], *args: Any) -> T: ...
 
     async def close(self) -> None: ...
+
+
+class Executor(Backend, Protocol):
+    """A backend as the service runs it: it can say how it is."""
+
+    def status(self) -> ExecutorStatus: ...
+
+    def waiting_since(self) -> str | None:
+        """Since when (ISO time) runs have been waiting for a worker, or None."""
+        ...
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when `waiting_since` changes."""
+        ...
 
 
 class PoolBackend:
@@ -433,6 +476,17 @@ class PoolBackend:
         if self._processes is not None:
             self._processes.warm_up()
 
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(
+            executor=self.kind, state="ready", workers=self.workers, threads=self.workers
+        )
+
+    def waiting_since(self) -> str | None:
+        return None  # a local pool always has its workers
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        pass
+
     async def close(self) -> None:
         """Stop at once: worker processes are killed, threads finish their current call."""
         if self._processes is not None:
@@ -441,17 +495,25 @@ class PoolBackend:
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
 
-async def open_backend(executor: str, workers: int) -> Backend:
+async def open_backend(
+    executor: str, workers: int, timeouts: ClusterTimeouts | None = None
+) -> Executor:
     """The backend an executor name selects: process, thread, inline, dask-local or dask://."""
     if executor in POOL_EXECUTORS:
         backend = PoolBackend(cast(ExecutorKind, executor), workers)
         backend.warm_up()
         return backend
-    from . import dask_backend  # an optional extra: imported only when asked for
-
-    if not dask_backend.is_dask(executor):
+    if executor != "dask-local" and not executor.startswith("dask://"):
         raise ValueError(f"unknown executor {executor!r}")
-    return await dask_backend.DaskBackend.open(executor, workers)
+    try:
+        from . import dask_backend  # an optional extra: imported only when asked for
+    except ImportError as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise StartupError(
+            f"--executor {executor} needs Dask ({reason}); install the extra from the"
+            " simsvc source tree: pip install '.[dask]'"
+        ) from None
+    return await dask_backend.DaskBackend.open(executor, workers, timeouts or ClusterTimeouts())
 
 
 def default_workers() -> int:

@@ -24,6 +24,9 @@ from . import (
     __version__,
     analysis,
     db,
+    experiment_request,
+    experiment_view,
+    explore,
     jsontext,
     lockfile,
     runs,
@@ -42,6 +45,7 @@ from .openapi import (
     MAX_SQLITE_INT,
     MAX_WS_MESSAGE_BYTES,
     RUN_REQUEST,
+    SAVE_POINT_REQUEST,
     SCENARIO_CREATE,
     SCENARIO_PATCH,
     SELECT_QUERY,
@@ -86,9 +90,12 @@ class Config:
     shutdown_timeout_s: float = 3.0
     # A chunk of replications still computing after this long fails its run.
     chunk_timeout_s: float = DEFAULT_CHUNK_TIMEOUT_S
+    # How a Dask executor follows its cluster: reconnects, waiting runs, their time limit.
+    cluster: sim.ClusterTimeouts = field(default_factory=sim.ClusterTimeouts)
 
 
 CONFIG = web.AppKey("config", Config)
+BACKEND = web.AppKey("backend", sim.Executor)
 DB = web.AppKey("db", db.Database)
 RUNS = web.AppKey("runs", runs.Runs)
 MODELS = web.AppKey("models", dict[str, sim.Model])
@@ -99,6 +106,8 @@ CHECKERS = web.AppKey("checkers", dict[str, Checker])
 SPEC = web.AppKey("spec", dict[str, Any])
 PARAMS = web.AppKey("params", sim.ParamsChecker)
 REPLAY_SLOT = web.AppKey("replay_slot", asyncio.Lock)
+EXPLORER = web.AppKey("explorer", explore.Explorer)
+EXPERIMENT_VIEWS = web.AppKey("experiment_views", experiment_view.ViewCache)
 
 
 class BadRequest(Exception):
@@ -343,6 +352,12 @@ def json_response(
 # -- runs -----------------------------------------------------------------------------
 
 
+def waiting(backend: sim.Executor) -> dict[str, Any]:
+    """Whether active runs wait for workers of a Dask cluster, and since when."""
+    since = backend.waiting_since()
+    return {"waiting_for_workers": since is not None, "waiting_since": since}
+
+
 async def start_run(request: web.Request) -> web.Response:
     app = request.app
     body = await read_json(request, app[CHECKERS]["run"], empty={})
@@ -369,6 +384,10 @@ async def list_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     run = await request.app[DB].get_run(path_id(request, "run_id"))
     view = run_view(run)
+    if request.app[RUNS].runner.is_active(run["run_id"]):
+        view.update(waiting(request.app[BACKEND]))
+    else:
+        view.update(waiting_for_workers=False, waiting_since=None)
     view["manifest"] = runs.manifest(run)
     view["results"] = await request.app[AGGREGATES].compute(run["run_id"])
     return json_response(view)
@@ -501,6 +520,122 @@ async def select_best(request: web.Request) -> web.Response:
     return json_response({"run_id": run["run_id"], **selection})
 
 
+# -- experiments over a parameter space -----------------------------------------------
+
+
+def _experiment_location(experiment: db.Experiment) -> dict[str, str]:
+    return {"Location": f"/api/experiments/{experiment['experiment_id']}"}
+
+
+async def _experiment_view(app: web.Application, experiment: db.Experiment) -> dict[str, Any]:
+    database, eid = app[DB], experiment["experiment_id"]
+    points = await database.experiment_points(eid)
+    point_stats = await database.experiment_stats(eid)
+    model = app[MODELS].get(experiment["model"])
+    problem = None if model is None else experiment_request.problem_of(experiment["request"], model)
+    # Off the loop: a sweep can have 10,000 points.
+    views = await asyncio.to_thread(
+        experiment_view.point_views, points, point_stats, experiment["outcome"]
+    )
+    return await asyncio.to_thread(experiment_view.experiment_view, experiment, problem, views)
+
+
+async def start_experiment(request: web.Request) -> web.Response:
+    app = request.app
+    body = await read_json(request, app[CHECKERS]["experiment"])
+    experiment = await app[EXPLORER].create(body)
+    view = explore.summary(experiment)
+    return json_response(view, status=202, headers=_experiment_location(experiment))
+
+
+async def list_experiments(request: web.Request) -> web.Response:
+    experiments_ = await request.app[DB].list_experiments()
+    return json_response([explore.summary(e) for e in experiments_])
+
+
+async def get_experiment(request: web.Request) -> web.Response:
+    app = request.app
+    experiment = await app[DB].get_experiment(path_id(request, "experiment_id"))
+    # A finished experiment no longer changes: its answer is built once.
+    key = experiment_view.cache_key(experiment)
+    body = app[EXPERIMENT_VIEWS].get(key) if key is not None else None
+    if body is None:
+        view = await _experiment_view(app, experiment)
+        body = await asyncio.to_thread(_encode, view)
+        if key is not None:
+            app[EXPERIMENT_VIEWS].put(key, body)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def _encode(value: Any) -> bytes:
+    return jsontext.dumps(value).encode("utf-8")
+
+
+async def cancel_experiment(request: web.Request) -> web.Response:
+    experiment = await request.app[EXPLORER].cancel(path_id(request, "experiment_id"))
+    return json_response(explore.summary(experiment))
+
+
+async def resume_experiment(request: web.Request) -> web.Response:
+    experiment = await request.app[EXPLORER].resume(path_id(request, "experiment_id"))
+    return json_response(
+        explore.summary(experiment), status=202, headers=_experiment_location(experiment)
+    )
+
+
+async def experiment_results(request: web.Request) -> web.StreamResponse:
+    """Every replication, the point's params as columns; streamed a batch at a time."""
+    app, eid = request.app, path_id(request, "experiment_id")
+    fmt = request.query.get("format")
+    if fmt not in (None, "json", "csv"):
+        raise BadRequest("format must be json or csv")
+    experiment = await app[DB].get_experiment(eid)
+    points = await app[DB].experiment_points(eid)
+    model = app[MODELS].get(experiment["model"])
+    metrics = [o for o in model.outputs if o not in sim.HEADLINE_KPIS] if model else []
+    wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("Accept", ""))
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/csv; charset=utf-8" if wants_csv else "application/json"}
+    )
+    if wants_csv:
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="experiment-{eid}-results.csv"'
+        )
+    await response.prepare(request)
+    columns = experiment_view.result_columns(points, metrics)
+    first = True
+    await response.write(b"" if wants_csv else b"[")
+    async for rows in app[DB].experiment_rows(eid):
+        flat = experiment_view.flat_rows(rows, points, experiment["seed"])
+        if wants_csv:
+            text = experiment_view.csv_lines(flat, columns, header=first)
+        else:
+            text = ("" if first else ",") + jsontext.dumps(flat)[1:-1]
+        first = False
+        await response.write(text.encode("utf-8"))
+    if wants_csv and first:
+        await response.write(experiment_view.csv_lines([], columns, header=True).encode())
+    await response.write(b"" if wants_csv else b"]")
+    await response.write_eof()
+    return response
+
+
+async def save_point(request: web.Request) -> web.Response:
+    """Store one point of an experiment as a named scenario."""
+    app = request.app
+    eid, pid = path_id(request, "experiment_id"), path_id(request, "point_id")
+    experiment = await app[DB].get_experiment(eid)
+    params = await app[DB].experiment_point(eid, pid)
+    body = await read_json(request, app[CHECKERS]["save_point"])
+    scenario = await app[DB].create_scenario(
+        body["scenario_name"], experiment["model"], params, limit=MAX_SCENARIOS
+    )
+    _scenario_event(app, "created", scenario["scenario_id"], scenario)
+    return json_response(
+        scenario, status=201, headers={"Location": f"/api/scenarios/{scenario['scenario_id']}"}
+    )
+
+
 # -- results --------------------------------------------------------------------------
 
 
@@ -623,7 +758,10 @@ async def delete_scenario(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "version": __version__})
+    executor = request.app[BACKEND].status()
+    # Still 200 when degraded: the service answers; only new computations wait.
+    status = "ok" if executor["state"] in ("ready", "connected") else "degraded"
+    return json_response({"status": status, "version": __version__, "executor": executor})
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -697,6 +835,7 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
         return "hello", {
             "version": __version__,
             "runs": [run_view(r) for r in await app[DB].list_runs(limit=50)],
+            "experiments": [explore.summary(e) for e in await app[DB].list_experiments(limit=50)],
             "results": await app[AGGREGATES].compute(),
             "scenarios": await app[DB].list_scenarios(),
             "models": [m.describe() for m in app[MODELS].values()],
@@ -756,19 +895,63 @@ def _lock_database(path: str) -> lockfile.LockFile | None:
         raise StartupError(f"cannot create the lock file {lock_path}: {exc.strerror}") from None
 
 
-async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+async def executor_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Before the database: a service that cannot compute fails before it creates a file.
     config = app[CONFIG]
-    backend = await sim.open_backend(config.executor, config.workers)
-    runner = Runner(backend, config.chunk_timeout_s)
-    sink = runs.RunEvents(app[DB], app[AGGREGATES], app[EVENTS_HUB], app[RESULTS_HUB])
-    app[RUNS] = runs.Runs(app[DB], runner, app[MODELS], app[PARAMS], sink)
+    backend = await sim.open_backend(config.executor, config.workers, config.cluster)
+    app[BACKEND] = backend
     try:
         yield
     finally:
+        await backend.close()  # a second close (after the runner's) does nothing
+
+
+async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, backend = app[CONFIG], app[BACKEND]
+    runner = Runner(backend, config.chunk_timeout_s)
+    sink = runs.RunEvents(
+        app[DB], app[AGGREGATES], app[EVENTS_HUB], app[RESULTS_HUB], lambda: waiting(backend)
+    )
+    app[RUNS] = runs.Runs(app[DB], runner, app[MODELS], app[PARAMS], sink)
+    pending: set[asyncio.Task[None]] = set()
+
+    def waiting_changed() -> None:
+        task = asyncio.create_task(sink.waiting_changed(runner.is_active))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    backend.subscribe(waiting_changed)
+    try:
+        yield
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await runner.close()
         interrupted = await app[DB].interrupt_active_runs()
         if interrupted:
             log.warning("runs %s interrupted by shutdown", interrupted)
+
+
+async def explorer_ctx(app: web.Application) -> AsyncIterator[None]:
+    database = app[DB]
+    interrupted = await database.interrupt_active_experiments()
+    if interrupted:
+        log.warning("experiments %s were left unfinished: now interrupted", interrupted)
+    hub = app[EVENTS_HUB]
+    models: dict[str, sim.Model] = app[MODELS]
+
+    def runner() -> Runner:
+        return app[RUNS].runner
+
+    app[EXPLORER] = explore.Explorer(database, runner, models, app[PARAMS], hub.broadcast_event)
+    try:
+        yield
+    finally:
+        # The runner has closed by now (it opened later), stopping every experiment.
+        interrupted = await database.interrupt_active_experiments()
+        if interrupted:
+            log.warning("experiments %s interrupted by shutdown", interrupted)
 
 
 async def close_sockets(app: web.Application) -> None:
@@ -793,6 +976,7 @@ def create_app(
     for name in ("aiohttp.server", "aiohttp.web", "aiohttp.websocket"):
         logging.getLogger(name).addFilter(ONE_LINE_TRACEBACKS)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[problem_middleware])
+    # Loaded here, once per app: plug-ins import `simsvc.sim`, so it must not load them.
     models = dict(models) if models is not None else sim.load_models()
     app[CONFIG] = config
     app[MODELS] = models
@@ -804,14 +988,18 @@ def create_app(
         "scenario_patch": Checker(SCENARIO_PATCH),
         "ingest": Checker(INGEST_REQUEST),
         "extend": Checker(EXTEND_REQUEST),
+        "experiment": Checker(experiment_request.EXPERIMENT_REQUEST),
+        "save_point": Checker(SAVE_POINT_REQUEST),
         **{name: Checker(schema) for name, schema in QUERIES.items()},
     }
     app[REPLAY_SLOT] = asyncio.Lock()
+    app[EXPERIMENT_VIEWS] = experiment_view.ViewCache()
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")
-    app.cleanup_ctx.extend([database_ctx, runner_ctx])
+    app.cleanup_ctx.extend([executor_ctx, database_ctx, explorer_ctx, runner_ctx])
     app.on_shutdown.extend([interrupt_runs, close_sockets])
     run, scenario = _ID_PATTERN % "run_id", _ID_PATTERN % "scenario_id"
+    experiment, point = _ID_PATTERN % "experiment_id", _ID_PATTERN % "point_id"
     app.add_routes(
         [
             web.get("/", index),
@@ -843,6 +1031,13 @@ def create_app(
                 replay_replication,
                 name=REPLAY_ROUTE,
             ),
+            web.get("/api/experiments", list_experiments),
+            web.post("/api/experiments", start_experiment),
+            web.get(f"/api/experiments/{experiment}", get_experiment),
+            web.post(f"/api/experiments/{experiment}/cancel", cancel_experiment),
+            web.post(f"/api/experiments/{experiment}/resume", resume_experiment),
+            web.get(f"/api/experiments/{experiment}/results", experiment_results),
+            web.post(f"/api/experiments/{experiment}/points/{point}/scenario", save_point),
             web.get("/api/results", get_results),
             web.post("/api/results", ingest_results),
             web.post("/api/notify-completion", notify_completion),

@@ -87,8 +87,12 @@ async def test_empty_database_gives_empty_results_and_seeded_scenarios(client: C
     assert scenarios[0]["params"]["hourly_wage"] == 225
 
 
-async def test_health_answers_ok_with_version(client: Client) -> None:
-    assert await (await client.get("/api/health")).json() == {"status": "ok", "version": "0.1.0"}
+async def test_health_answers_ok_with_version_and_executor(client: Client) -> None:
+    assert await (await client.get("/api/health")).json() == {
+        "status": "ok",
+        "version": "0.1.0",
+        "executor": {"executor": "thread", "state": "ready", "workers": 2, "threads": 2},
+    }
 
 
 async def test_aggregates_match_the_rows(client: Client) -> None:

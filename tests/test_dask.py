@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from distributed import LocalCluster
 
+import simsvc
+from simsvc import StartupError
 from simsvc.__main__ import executor_name
+from simsvc.dask_backend import DaskBackend
+from simsvc.sim import ClusterTimeouts
+from simsvc.web import BACKEND, Config, create_app
 
-from .conftest import MakeClient, start_run, wait_for_run
+from .conftest import MakeClient, free_port, start_run, wait_for_run
 
 SEED = 31337
 
@@ -82,3 +91,59 @@ def test_executor_flag_accepts_pool_kinds_and_dask_addresses(value: str, accepte
     else:
         with pytest.raises(argparse.ArgumentTypeError):
             executor_name(value)
+
+
+async def test_dask_local_serves_no_diagnostics_on_the_dashboard_port(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(executor="dask-local", workers=1)
+    backend = client.app[BACKEND]
+    assert isinstance(backend, DaskBackend)
+    assert backend.status()["workers"] == 1
+    http = backend._cluster.scheduler.http_server  # type: ignore[union-attr]
+    # Dask's HTTP server (health, metrics) only on loopback, on a port of its own.
+    assert (http.address, http.port != 8787) == ("127.0.0.1", True)
+    await client.close()
+
+
+async def failed_start_up(app: web.Application) -> pytest.ExceptionInfo[StartupError]:
+    server = TestServer(app)
+    try:
+        with pytest.raises(StartupError) as raised:
+            await server.start_server()
+    finally:
+        await server.close()
+    return raised
+
+
+async def test_no_scheduler_fails_start_up_in_one_line_before_creating_the_database(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "simsvc.db"
+    config = Config(
+        db_path=str(database),
+        executor=f"dask://127.0.0.1:{free_port()}",
+        cluster=ClusterTimeouts(connect_s=0.5),
+    )
+    raised = await failed_start_up(create_app(config))
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert not database.exists()
+
+
+@pytest.mark.parametrize("executor", ["dask-local", "dask://10.0.0.5:8786"])
+async def test_missing_dask_extra_fails_start_up_with_the_install_hint(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    executor: str,
+) -> None:
+    # What an environment without the [dask] extra sees: distributed cannot be imported.
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    monkeypatch.setitem(sys.modules, "simsvc.dask_backend", None)
+    monkeypatch.delattr(simsvc, "dask_backend", raising=False)
+    database = tmp_path / "simsvc.db"
+    raised = await failed_start_up(create_app(Config(db_path=str(database), executor=executor)))
+    message = str(raised.value)
+    assert "pip install '.[dask]'" in message
+    assert "\n" not in message
+    assert not database.exists()

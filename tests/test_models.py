@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from simsvc.sim import MODELS
+from simsvc.sim import load_models
 
 from .reference_warehouse import DEFAULTS, simulate_simpy
 
 Simulate = Callable[[dict[str, float], np.random.Generator], Mapping[str, Any]]
 Samples = dict[str, NDArray[np.float64]]
 
-WAREHOUSE = MODELS["warehouse"]
+WAREHOUSE = load_models()["warehouse"]
 OUTPUTS = (
     "total_labor_costs",
     "ontime_delivery_rate",

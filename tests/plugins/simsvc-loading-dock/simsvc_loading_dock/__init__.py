@@ -3,6 +3,12 @@
 Trucks arrive as a Poisson process during the shift; `crews` loading crews serve them
 first come, first served; each loading takes an exponential time. A truck is on time if
 it leaves within `due_minutes` of arriving. Crews stay until the last truck has left.
+
+Common random numbers: each source of randomness has a stream of its own (arrivals,
+loading times), split from the replication's stream with `rng.spawn`, and a truck's
+loading time is drawn when it arrives. So replication r shows the same trucks, with the
+same loads, in every scenario, whatever the crews do, and scenario differences are
+measured on the same trucks.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from simsvc.sim import Kpi, Model
 
 class LoadingDock(Model):
     name = "loading_dock"
-    version = "1.0.0"
+    version = "1.1.0"
     description = "Trucks loaded by crews at a dock (SimPy), overtime paid at a premium."
     params_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
@@ -41,27 +47,31 @@ class LoadingDock(Model):
     metrics = ("trucks", "overtime_hours")
 
     def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        arrival_rng, load_rng = rng.spawn(2)  # one stream per source of randomness
         env = simpy.Environment()
         dock = simpy.Resource(env, capacity=int(params["crews"]))
         shift = float(params["shift_hours"]) * 60.0
         waits: list[float] = []
         ontime: list[bool] = []
 
-        def truck() -> Generator[simpy.Event, Any, None]:
+        def truck(load_minutes: float) -> Generator[simpy.Event, Any, None]:
             arrived = env.now
             with dock.request() as turn:
                 yield turn
                 waits.append(env.now - arrived)
-                yield env.timeout(float(rng.exponential(float(params["mean_load_minutes"]))))
+                yield env.timeout(load_minutes)
             ontime.append(env.now - arrived <= float(params["due_minutes"]))
 
         def arrivals() -> Generator[simpy.Event, Any, None]:
             gap = 60.0 / float(params["trucks_per_hour"])
+            mean_load = float(params["mean_load_minutes"])
             while True:
-                yield env.timeout(float(rng.exponential(gap)))
+                yield env.timeout(float(arrival_rng.exponential(gap)))
                 if env.now >= shift:
                     return
-                env.process(truck())
+                # Drawn on arrival, in arrival order: the nth truck's load does not depend
+                # on when a crew becomes free.
+                env.process(truck(float(load_rng.exponential(mean_load))))
 
         env.process(arrivals())
         env.run()  # until the last truck has left
