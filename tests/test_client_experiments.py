@@ -7,11 +7,13 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simsvc.cli import main
 from simsvc.client import ApiError, Client
+from simsvc.client.commands import point_rows
 
 from .served import served
 
@@ -53,9 +55,7 @@ def test_a_point_equals_a_plain_run_with_the_same_params_and_seed(client: Client
     run = client.run(scenario_ids=[2], replications=8, seed=7)  # scenario 2: six pickers
     run.wait(timeout=60)
     six = [r for r in experiment.results() if r["workers"] == 6]
-    assert [r["total_labor_costs"] for r in six] == [
-        r["total_labor_costs"] for r in run.results()
-    ]
+    assert [r["total_labor_costs"] for r in six] == [r["total_labor_costs"] for r in run.results()]
 
 
 def test_optimize_recommends_with_a_statement(client: Client) -> None:
@@ -119,3 +119,31 @@ def test_command_line_starts_a_sweep_and_prints_points(
         assert main(["experiment", "list", "--url", url, "--format", "json"]) == 0
         listed = json.loads(capsys.readouterr().out)
         assert [(e["experiment_id"], e["status"]) for e in listed] == [(1, "completed")]
+
+
+def test_point_rows_find_the_varied_params_when_the_answer_does_not_name_them() -> None:
+    base = {"workers": 5, "shift_hours": 8}
+    info: Any = {
+        "points": [
+            {
+                "point_id": i + 1,
+                "params": {**base, "workers": w},
+                "replications": 3,
+                "means": {"total_labor_costs": 9000.0 + w},
+                "ci95": {"total_labor_costs": None},
+                "feasible": None,
+            }
+            for i, w in enumerate([4, 5])
+        ]
+    }
+    assert point_rows(info) == [
+        {
+            "point_id": i + 1,
+            "workers": w,
+            "replications": 3,
+            "total_labor_costs": 9000.0 + w,
+            "total_labor_costs_ci95": None,
+            "feasible": None,
+        }
+        for i, w in enumerate([4, 5])
+    ]
