@@ -85,7 +85,7 @@ def test_results_frame_without_pandas_says_how_to_get_it(
     run = client.run(scenario_ids=[1], replications=2, seed=2)
     run.wait(timeout=60)
     monkeypatch.setitem(sys.modules, "pandas", None)
-    with pytest.raises(ImportError, match=r"simsvc\[pandas\]"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[pandas\]'"):
         run.results_frame()
 
 

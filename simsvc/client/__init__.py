@@ -5,7 +5,7 @@
     with Client("http://127.0.0.1:8000") as client:
         run = client.run(scenario_ids=[1, 2], replications=200, seed=1)
         run.wait()
-        frame = run.results_frame()        # needs pandas: pip install 'simsvc[pandas]'
+        frame = run.results_frame()        # needs pandas: pip install '.[pandas]'
 
 It needs only aiohttp, and imports nothing of the service itself.
 """

@@ -36,7 +36,9 @@ def to_frame(rows: Sequence[Mapping[str, Any]]) -> pandas.DataFrame:
     try:
         import pandas
     except ImportError:
-        raise ImportError("results_frame() needs pandas: pip install 'simsvc[pandas]'") from None
+        raise ImportError(
+            "results_frame() needs pandas: pip install '.[pandas]' in the simsvc source tree"
+        ) from None
     return pandas.DataFrame(list(rows))
 
 

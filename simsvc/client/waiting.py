@@ -101,7 +101,9 @@ def make_progress(option: ProgressOption, label: str) -> Progress | None:
         return _Tqdm(label)
     except ImportError:
         if option:
-            raise ImportError("a progress bar needs tqdm: pip install 'simsvc[client]'") from None
+            raise ImportError(
+                "a progress bar needs tqdm: pip install '.[client]' in the simsvc source tree"
+            ) from None
         return None
 
 
