@@ -8,7 +8,7 @@ from simsvc import sim
 from simsvc.schema import InvalidInput
 from simsvc.space import MAX_SWEEP_POINTS, build_space, design_points
 
-CHECKER = sim.ParamsChecker(sim.MODELS)
+CHECKER = sim.ParamsChecker(sim.load_models())
 
 
 def test_a_decimal_step_gives_clean_levels_including_max() -> None:
