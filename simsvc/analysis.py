@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from .db import Moments, ResultRow, kpi_values
 from .schema import FieldError, InvalidInput
@@ -21,11 +22,29 @@ from .stats import half_width, std, t_quantile
 
 Direction = Literal["min", "max"]
 Verdict = Literal["better", "worse", "no_significant_difference"]
+Familywise = Literal["holm", "bonferroni", "none"]
+FAMILYWISE_METHODS: tuple[Familywise, ...] = ("holm", "bonferroni", "none")
 # kpi -> scenario_id -> replication -> value
 Samples = dict[str, dict[int, dict[int, float]]]
 
 DEFAULT_MIN_REPLICATIONS = 10
+# The smallest first batch of a sequential procedure: Law & Kelton ("Simulation Modeling
+# and Analysis", section 9.4.1) advise n0 >= 10, so that the variance estimate behind the
+# stopping rule is not too noisy; with n0 = 2 coverage fell to 0.87-0.89.
+MIN_FIRST_BATCH = 10
 DEFAULT_MAX_REPLICATIONS = 5000
+# What a precision run says of its final interval (docs/analytics.md, bench/coverage.py).
+FINAL_INTERVAL_NOTE = {
+    "approximate": True,
+    "nominal_coverage": 0.95,
+    # bench/coverage.py, first batch 10: the seeded scenarios, and one almost always on time
+    "measured_coverage": {"seeded_scenarios": [0.923, 0.97], "almost_always_on_time": 0.963},
+    "note": (
+        "The run stopped when its own data met the targets, so its final 95% t-intervals "
+        "are approximate: a sequential procedure's stopping time depends on the variance "
+        "estimate. A zero sample variance never meets a target."
+    ),
+}
 # Each precision batch grows the count by at least this share, so that a projection that
 # keeps falling just short does not cost one round trip per replication.
 MIN_GROWTH = 0.05
@@ -82,6 +101,7 @@ class Precision:
             "targets": self.targets,
             "min_replications": self.min_replications,
             "max_replications": self.max_replications,
+            "final_interval": FINAL_INTERVAL_NOTE,
         }
 
     @classmethod
@@ -100,6 +120,23 @@ def parse_precision(value: Mapping[str, Any], outputs: Mapping[int, Sequence[str
     """A schema-checked precision request, checked against the outputs of each scenario."""
     precision = Precision.from_json(value)
     errors: list[FieldError] = []
+    if precision.max_replications < MIN_FIRST_BATCH:
+        errors.append(
+            FieldError(
+                field="precision.max_replications",
+                message=f"{precision.max_replications} is less than {MIN_FIRST_BATCH}: a "
+                f"precision run needs a first batch of at least {MIN_FIRST_BATCH}",
+            )
+        )
+    elif precision.min_replications < MIN_FIRST_BATCH:
+        errors.append(
+            FieldError(
+                field="precision.min_replications",
+                message=f"the first batch (min_replications, or replications beside "
+                f"precision) is {precision.min_replications}; it must be at least "
+                f"{MIN_FIRST_BATCH} (Law & Kelton)",
+            )
+        )
     if precision.min_replications > precision.max_replications:
         errors.append(
             FieldError(
@@ -150,10 +187,19 @@ def precision_report(
                     mean=_finite(m.mean) if m.n else None,
                     half_width=_finite(hw),
                     required_half_width=_finite(required),
-                    met=hw is not None and required is not None and hw <= required,
+                    met=_met(m.n, hw, required),
                 )
             )
     return report
+
+
+def _met(n: int, hw: float | None, required: float | None) -> bool:
+    """A target is met by a positive half-width within it, from a full first batch on:
+    a zero sample variance says the batch was too small to show the spread, not that
+    the mean is known exactly."""
+    if n < MIN_FIRST_BATCH or hw is None or required is None:
+        return False
+    return 0 < hw <= required
 
 
 def _finite(value: float | None) -> float | None:
@@ -177,7 +223,7 @@ def next_count(
 def _projected(check: TargetCheck, n: int) -> int:
     """Replications that would meet the target if the standard deviation held (h ~ 1/sqrt(n))."""
     hw, required = check["half_width"], check["required_half_width"]
-    if hw is None or not required:
+    if not hw or not required:
         return 2 * n
     return math.ceil(n * (hw / required) ** 2)
 
@@ -200,6 +246,10 @@ class Comparison(TypedDict):
     paired_to_welch_width: float | None
     correlation: float | None
     verdict: Verdict
+    p_value: float | None
+    familywise_p_value: float | None
+    familywise_ci95: list[float] | None
+    familywise_verdict: Verdict
 
 
 def _interval(centre: float, hw: float | None) -> list[float] | None:
@@ -268,6 +318,7 @@ def compare_pair(
     mx, my = _moments(x), _moments(y)
     paired, welch = half_width(diff), welch_half_width(mx, my)
     paired_ci = _interval(diff.mean, paired)
+    judged = verdict(paired_ci, direction)
     return Comparison(
         scenario_id=scenario_id,
         kpi=kpi,
@@ -282,8 +333,66 @@ def compare_pair(
         welch_half_width=welch,
         paired_to_welch_width=paired / welch if paired is not None and welch else None,
         correlation=_correlation(x, y),
-        verdict=verdict(paired_ci, direction),
+        verdict=judged,
+        p_value=_paired_p_value(diff),
+        familywise_p_value=None,
+        familywise_ci95=paired_ci,
+        familywise_verdict=judged,
     )
+
+
+def _paired_p_value(diff: Moments) -> float | None:
+    """Two-sided p-value of the paired t-test of a zero mean difference."""
+    s = std(diff)
+    if s is None:
+        return None
+    if s == 0:
+        return 1.0 if diff.mean == 0 else 0.0
+    t = abs(diff.mean) / (s / math.sqrt(diff.n))
+    return float(2.0 * scipy_stats.t.sf(t, diff.n - 1))
+
+
+def adjust_familywise(
+    comparisons: Sequence[Comparison], method: Familywise, confidence: float = 0.95
+) -> int:
+    """Judge the comparisons as one family, in place; returns the family size m.
+
+    Holm's (1979) step-down and Bonferroni both keep the chance of any false verdict
+    among the m tests at most 1 - confidence. `familywise_ci95` is the Bonferroni
+    simultaneous interval (t at 1 - alpha / (2m)) under either; Holm, which rejects at
+    least what Bonferroni rejects, has no simple intervals of its own.
+    """
+    family = [c for c in comparisons if c["p_value"] is not None]
+    m = len(family)
+    if method == "none" or m == 0:
+        return m
+    alpha = 1.0 - confidence
+    running = 0.0
+    for rank, c in enumerate(sorted(family, key=lambda c: c["p_value"] or 0.0)):
+        p = c["p_value"] or 0.0
+        factor = m - rank if method == "holm" else m
+        running = max(running, min(1.0, factor * p)) if method == "holm" else min(1.0, m * p)
+        c["familywise_p_value"] = running
+        hw = half_width_of(c, 1.0 - alpha / m)
+        c["familywise_ci95"] = _interval(c["mean_difference"] or 0.0, hw)
+        if running > alpha:
+            c["familywise_verdict"] = "no_significant_difference"
+        else:
+            c["familywise_verdict"] = verdict(_side(c["mean_difference"] or 0.0), c["direction"])
+    return m
+
+
+def half_width_of(c: Comparison, confidence: float) -> float | None:
+    """The paired half-width of a comparison at another confidence, from its 95% one."""
+    hw, n = c["paired_half_width"], c["n"]
+    if hw is None or n < 2:
+        return None
+    return hw / t_quantile(0.975, n - 1) * t_quantile(0.5 + confidence / 2, n - 1)
+
+
+def _side(difference: float) -> list[float]:
+    # An interval clear of zero on the difference's side, for `verdict`.
+    return [difference, difference] if difference != 0 else [-1.0, 1.0]
 
 
 def _correlation(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import sqlite3
@@ -21,12 +22,12 @@ from typing import Any, TypedDict, cast
 
 import aiosqlite
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # PRAGMA application_id of simsvc's files ("SIMS"): other programs' databases stay untouched.
 APPLICATION_ID = 0x53494D53
 SIMSVC_TABLES = frozenset({"scenarios", "runs", "results", "kpi_stats"})
 BUSY_TIMEOUT_MS = 5000
-INGESTED = 0  # run key of rows stored by POST /api/results
+INGESTED = 0  # run key of rows stored by POST /api/results under the scenario's current params
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
 STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
@@ -82,6 +83,15 @@ CREATE TABLE kpi_stats (
     m2          REAL NOT NULL,
     PRIMARY KEY (run_key, scenario_id, kpi)
 ) WITHOUT ROWID;
+"""
+
+# Version 2: an ingested row records the scenario's model and params it was sent under
+# (`config`, see `config_key`), so that the pooled aggregates never mix two settings and
+# a replication sent twice is found; moments gain the third central moment (skewness).
+_SCHEMA_2 = """
+ALTER TABLE results ADD COLUMN config TEXT;
+ALTER TABLE kpi_stats ADD COLUMN m3 REAL DEFAULT 0;
+CREATE INDEX results_ingested ON results (scenario_id, config, replication) WHERE run_id IS NULL;
 """
 
 
@@ -220,14 +230,15 @@ class ExperimentRow(TypedDict):
 
 @dataclass(frozen=True, slots=True)
 class Moments:
-    """Count, mean and sum of squared deviations of one KPI."""
+    """Count, mean, and sums of squared and cubed deviations of one KPI."""
 
     n: int
     mean: float
     m2: float
+    m3: float = 0.0
 
     def merge(self, other: Moments) -> Moments:
-        """Chan et al.'s pairwise combination of two samples' moments."""
+        """Pairwise combination of two samples' moments (Chan et al. 1979; Pebay 2008)."""
         if other.n == 0:
             return self
         if self.n == 0:
@@ -236,25 +247,62 @@ class Moments:
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.n / n)
         m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
-        return Moments(n, mean, m2)
+        m3 = (
+            self.m3
+            + other.m3
+            + delta * delta * delta * self.n * other.n * (self.n - other.n) / (n * n)
+            + 3.0 * delta * (self.n * other.m2 - other.n * self.m2) / n
+        )
+        return Moments(n, mean, m2, m3)
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Moments:
         """Two-pass moments of a sample, in the order given."""
         n = len(values)
         if n == 0:
-            return cls(0, 0.0, 0.0)
+            return cls(0, 0.0, 0.0, 0.0)
         try:
             mean = math.fsum(values) / n
             m2 = math.fsum((v - mean) ** 2 for v in values)
         except OverflowError:
             # Values near the largest double: the spread overflows; JSON shows it as null.
-            return cls(n, math.fsum(v / n for v in values), math.inf)
-        return cls(n, mean, m2)
+            return cls(n, math.fsum(v / n for v in values), math.inf, math.nan)
+        return cls(n, mean, m2, _cubes(values, mean))
+
+
+def _cubes(values: Sequence[float], mean: float) -> float:
+    """The sum of cubed deviations; NaN (stored as NULL: unknown) when it overflows."""
+    try:
+        return math.fsum((v - mean) * (v - mean) * (v - mean) for v in values)
+    except (OverflowError, ValueError):
+        return math.nan
 
 
 # scenario_id -> kpi -> moments
 ScenarioStats = dict[int, dict[str, Moments]]
+
+
+class Coverage(TypedDict):
+    """What a pooled aggregate holds: the results computed with the scenario's current
+    model and params, each draw counted once."""
+
+    model: str
+    params: dict[str, Any]
+    run_ids: list[int]  # runs whose results it holds
+    excluded_run_ids: list[int]  # runs of the scenario with other params or model version
+    ingested_replications: int
+
+
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def config_key(model: str, params: Mapping[str, Any]) -> str:
+    """A model and its params as a short key, equal when the values are (8 and 8.0 alike)."""
+    by_value = {
+        k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()
+    }
+    text = _CANONICAL.encode({"model": model, "params": by_value})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def utcnow() -> str:
@@ -304,6 +352,38 @@ def _moments_of_samples(samples: Samples) -> ScenarioStats:
     }
 
 
+def _stored_moments(rows: Iterable[sqlite3.Row]) -> dict[tuple[int, int], dict[str, Moments]]:
+    """kpi_stats rows (run_key, scenario_id, kpi, n, mean, m2, m3) by (run_key, scenario)."""
+    out: dict[tuple[int, int], dict[str, Moments]] = {}
+    for run_key, sid, kpi, n, mean, m2, m3 in rows:
+        third = math.nan if m3 is None else m3  # NULL: overflowed, unknown
+        out.setdefault((int(run_key), int(sid)), {})[kpi] = Moments(n, mean, m2, third)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _PoolRun:
+    run_id: int
+    seed: int
+    replications: int
+    complete: bool  # every planned pair stored: each scenario holds exactly 1..replications
+    configs: dict[int, tuple[str, str]]
+
+
+def _holding_every_draw(group: Sequence[_PoolRun]) -> _PoolRun | None:
+    """The run of a same-seed group whose replications include every other's, if any.
+
+    A run only stores replications 1..its planned count, so a complete run holds every
+    replication of the runs planned no longer than it.
+    """
+    if len(group) == 1:
+        return group[0]
+    longest = max(group, key=lambda r: (r.complete, r.replications))
+    if longest.complete and all(r.replications <= longest.replications for r in group):
+        return longest
+    return None
+
+
 class Database:
     """The service's single SQLite connection; every method is one short transaction."""
 
@@ -311,6 +391,9 @@ class Database:
         self._conn = conn
         self._lock = asyncio.Lock()
         self.generation = 0  # bumped on every write that changes results
+        # run_id -> scenario_id -> (config key, model version); snapshots never change
+        self._run_configs: dict[int, dict[int, tuple[str, str]]] = {}
+        self._configs_seen = 0
 
     @classmethod
     async def open(cls, path: str | Path, initial: InitialScenarios = ()) -> Database:
@@ -386,11 +469,36 @@ class Database:
                     " VALUES (?, ?, ?, ?, ?)",
                     [(n, m, _dumps(p), now, now) for n, m, p in initial],
                 )
+            if version < 2:
+                for statement in _SCHEMA_2.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                await self._backfill_2()
             await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             for statement in _EXPERIMENT_SCHEMA.split(";"):
                 if statement.strip():
                     await conn.execute(statement)
+
+    async def _backfill_2(self) -> None:
+        """Version 2 on a database with results: keys of ingested rows, every third moment.
+
+        Ingested rows are taken to match their scenario's current params; a replication
+        ingested more than once counts once, as its latest row.
+        """
+        if not await self._scalar("SELECT 1 FROM results LIMIT 1"):
+            return
+        async with self._conn.execute("SELECT DISTINCT run_id FROM results") as cursor:
+            run_ids = [int(r[0]) for r in await cursor.fetchall() if r[0] is not None]
+        for run_id in run_ids:
+            await self._conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (run_id,))
+            await self._write_stats(run_id, await self._run_stats_unlocked(run_id))
+        await self._conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (INGESTED,))
+        for sid, key in (await self._scenario_keys_unlocked()).items():
+            await self._conn.execute(
+                "UPDATE results SET config = ? WHERE run_id IS NULL AND scenario_id = ?", (key, sid)
+            )
+            await self._recompute_ingested(sid, key)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -455,7 +563,12 @@ class Database:
     async def update_scenario(
         self, scenario_id: int, name: str, model: str, params: Mapping[str, Any]
     ) -> Scenario:
+        """Rename or change a scenario; its pooled ingested moments follow the new params."""
         async with self._transaction() as conn:
+            old = (await self._scenario_rows_unlocked()).get(scenario_id)
+            key = config_key(model, params)
+            if old is not None and old[2] != key:
+                await self._recompute_ingested(scenario_id, key)
             try:
                 cursor = await conn.execute(
                     "UPDATE scenarios SET scenario_name = ?, model = ?, params = ?, updated_at = ?"
@@ -636,14 +749,52 @@ class Database:
             ]
             if errors:
                 raise InvalidRows(errors)
+            keys = await self._scenario_keys_unlocked()
+            await self._refuse_ingested_twice(rows, keys)
             await conn.executemany(
                 "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
-                " ontime_delivery_rate, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                _result_tuples(None, rows),
+                " ontime_delivery_rate, metrics, created_at, config)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _result_tuples(None, rows, keys),
             )
             await self._add_stats(INGESTED, _stats_of_rows(rows))
             self.generation += 1
         return len(rows)
+
+    async def _scenario_keys_unlocked(self) -> dict[int, str]:
+        return {sid: key for sid, (_, _, key) in (await self._scenario_rows_unlocked()).items()}
+
+    async def _refuse_ingested_twice(
+        self, rows: Sequence[ResultRow], keys: Mapping[int, str]
+    ) -> None:
+        """422 for a replication named twice in one request, 409 for one already stored
+        under the scenario's current params: a replication is one draw, counted once."""
+        by_scenario = _replications_once(rows)
+        for sid, reps in sorted(by_scenario.items()):
+            async with self._conn.execute(
+                "SELECT replication FROM results WHERE run_id IS NULL AND scenario_id = ?"
+                " AND config = ? AND replication BETWEEN ? AND ?",
+                (sid, keys[sid], min(reps), max(reps)),
+            ) as cursor:
+                stored = {int(r[0]) for r in await cursor.fetchall()} & set(reps)
+            if stored:
+                raise Conflict(
+                    f"scenario {sid} already has ingested replication {min(stored)} under its "
+                    f"current params ({len(stored)} of this request's rows are stored already); "
+                    "nothing was stored"
+                )
+
+    async def _recompute_ingested(self, scenario_id: int, key: str) -> None:
+        """The pooled moments of a scenario's ingested rows sent under `key`, from the rows."""
+        stats = await self._stats_of_query_unlocked(
+            "result_id IN (SELECT max(result_id) FROM results WHERE run_id IS NULL"
+            " AND scenario_id = ? AND config = ? GROUP BY replication) ORDER BY replication",
+            (scenario_id, key),
+        )
+        await self._conn.execute(
+            "DELETE FROM kpi_stats WHERE run_key = ? AND scenario_id = ?", (INGESTED, scenario_id)
+        )
+        await self._write_stats(INGESTED, stats)
 
     async def ingested_results(self, scenario_id: int) -> list[ResultRow]:
         """The rows POST /api/results stored for a scenario, by replication."""
@@ -671,14 +822,8 @@ class Database:
                 raise NotFound(f"scenario {scenario_id} does not exist")
             deleted = (await conn.execute(f"DELETE FROM results WHERE {where}", args)).rowcount
             if deleted:
-                stats = await self._stats_of_query_unlocked(
-                    "run_id IS NULL AND scenario_id = ?", (scenario_id,)
-                )
-                await conn.execute(
-                    "DELETE FROM kpi_stats WHERE run_key = ? AND scenario_id = ?",
-                    (INGESTED, scenario_id),
-                )
-                await self._write_stats(INGESTED, stats)
+                key = (await self._scenario_keys_unlocked())[scenario_id]
+                await self._recompute_ingested(scenario_id, key)
                 self.generation += 1
         return deleted
 
@@ -762,22 +907,116 @@ class Database:
         )
         return {(int(r[0]), int(r[1])) for r in rows}
 
-    async def scenario_stats(self, run_id: int | None = None) -> ScenarioStats:
-        """Per-scenario moments of every KPI, over one run or over everything stored."""
-        if run_id is None:
-            rows = await self._all(
-                "SELECT scenario_id, kpi, n, mean, m2 FROM kpi_stats ORDER BY run_key"
-            )
-        else:
-            rows = await self._all(
-                "SELECT scenario_id, kpi, n, mean, m2 FROM kpi_stats WHERE run_key = ?",
-                (run_id,),
-            )
-        stats: ScenarioStats = {}
-        for sid, kpi, n, mean, m2 in rows:
-            per_kpi = stats.setdefault(int(sid), {})
-            per_kpi[kpi] = per_kpi.get(kpi, Moments(0, 0.0, 0.0)).merge(Moments(n, mean, m2))
-        return stats
+    async def scenario_stats(self, run_id: int) -> ScenarioStats:
+        """Per-scenario moments of every KPI over one run."""
+        rows = await self._all(
+            "SELECT run_key, scenario_id, kpi, n, mean, m2, m3 FROM kpi_stats WHERE run_key = ?",
+            (run_id,),
+        )
+        return {sid: per_kpi for (_, sid), per_kpi in _stored_moments(rows).items()}
+
+    async def pooled_stats(self) -> tuple[ScenarioStats, dict[int, Coverage]]:
+        """Per-scenario moments over every stored result with the scenario's current params.
+
+        A run counts for a scenario when its snapshot holds the scenario's current model
+        and params, at the model version of the newest such run. Runs with the same seed
+        share draws `(seed, r)`: of such a group the one run that holds all the group's
+        replications stands for it (O(1) from stored moments); only a group without such
+        a run (one cancelled with holes, one still running) is deduplicated from its rows.
+        Ingested rows count when sent under the current params, each replication once.
+        """
+        async with self._lock:
+            scenarios = await self._scenario_rows_unlocked()
+            runs = await self._runs_for_pool_unlocked()
+            async with self._conn.execute(
+                "SELECT run_key, scenario_id, kpi, n, mean, m2, m3 FROM kpi_stats"
+            ) as cursor:
+                stored = _stored_moments(await cursor.fetchall())
+            stats: ScenarioStats = {}
+            coverage: dict[int, Coverage] = {}
+            for sid, (model, params, key) in scenarios.items():
+                having = [r for r in runs if (r.run_id, sid) in stored and sid in r.configs]
+                pooled, cover = await self._pool_unlocked(sid, key, having, stored)
+                cover["model"], cover["params"] = model, params
+                if pooled:
+                    stats[sid], coverage[sid] = pooled, cover
+            return stats, coverage
+
+    async def _pool_unlocked(
+        self,
+        sid: int,
+        key: str,
+        runs: Sequence[_PoolRun],
+        stored: Mapping[tuple[int, int], dict[str, Moments]],
+    ) -> tuple[dict[str, Moments], Coverage]:
+        matching = [r for r in runs if r.configs[sid][0] == key]
+        version = matching[-1].configs[sid][1] if matching else None
+        matching = [r for r in matching if r.configs[sid][1] == version]
+        by_seed: dict[int, list[_PoolRun]] = {}
+        for run in matching:
+            by_seed.setdefault(run.seed, []).append(run)
+        parts: list[dict[str, Moments]] = []
+        for group in by_seed.values():
+            holder = _holding_every_draw(group)
+            if holder is not None:
+                parts.append(stored[(holder.run_id, sid)])
+            else:
+                parts.append(await self._distinct_draws_unlocked(sid, [r.run_id for r in group]))
+        ingested = stored.get((INGESTED, sid), {})
+        pooled: dict[str, Moments] = {}
+        for part in [*parts, ingested]:
+            for kpi, m in part.items():
+                pooled[kpi] = pooled.get(kpi, Moments(0, 0.0, 0.0)).merge(m)
+        taken = {r.run_id for r in matching}
+        cover = Coverage(
+            model="",
+            params={},
+            run_ids=sorted(taken),
+            excluded_run_ids=sorted(r.run_id for r in runs if r.run_id not in taken),
+            ingested_replications=ingested["total_labor_costs"].n if ingested else 0,
+        )
+        return pooled, cover
+
+    async def _distinct_draws_unlocked(
+        self, sid: int, run_ids: Sequence[int]
+    ) -> dict[str, Moments]:
+        """Moments over the distinct replications of runs that share a seed, from their rows."""
+        marks = ", ".join("?" * len(run_ids))
+        stats = await self._stats_of_query_unlocked(
+            f"result_id IN (SELECT min(result_id) FROM results WHERE scenario_id = ?"
+            f" AND run_id IN ({marks}) GROUP BY replication) ORDER BY replication",
+            (sid, *run_ids),
+        )
+        return stats.get(sid, {})
+
+    async def _scenario_rows_unlocked(self) -> dict[int, tuple[str, dict[str, Any], str]]:
+        async with self._conn.execute("SELECT scenario_id, model, params FROM scenarios") as cur:
+            rows = await cur.fetchall()
+        out = {}
+        for sid, model, text in rows:
+            params = json.loads(text)
+            out[int(sid)] = (str(model), params, config_key(model, params))
+        return out
+
+    async def _runs_for_pool_unlocked(self) -> list[_PoolRun]:
+        """Every run with its per-scenario config keys; a snapshot is parsed once per run."""
+        async with self._conn.execute(
+            "SELECT run_id, seed, replications, done = total,"
+            " CASE WHEN run_id > ? THEN snapshot END FROM runs ORDER BY run_id",
+            (self._configs_seen,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        out = []
+        for run_id, seed, replications, complete, snapshot in rows:
+            if snapshot is not None:
+                self._run_configs[run_id] = {
+                    int(sid): (config_key(e["model"], e["params"]), str(e.get("model_version")))
+                    for sid, e in json.loads(snapshot).items()
+                }
+                self._configs_seen = max(self._configs_seen, run_id)
+            configs = self._run_configs.get(run_id, {})
+            out.append(_PoolRun(run_id, seed, replications, bool(complete), configs))
+        return out
 
     async def run_total(self, run_id: int) -> int:
         """How many replications a run is to store; cheaper than `get_run` for a big run."""
@@ -798,17 +1037,22 @@ class Database:
         scenarios the run has; the right-hand sides see the row's old values.
         """
         await self._conn.executemany(
-            "INSERT INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2, m3)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
             " n = n + excluded.n,"
             # The weight first: a product of a huge difference and a count would overflow.
             " mean = mean + (excluded.mean - mean) * (excluded.n * 1.0 / (n + excluded.n)),"
             " m2 = m2 + excluded.m2"
             " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
+            " / (n + excluded.n),"
+            " m3 = m3 + excluded.m3"
+            " + (excluded.mean - mean) * (excluded.mean - mean) * (excluded.mean - mean)"
+            " * n * excluded.n * (n - excluded.n) / ((n + excluded.n) * (n + excluded.n))"
+            " + 3.0 * (excluded.mean - mean) * (n * excluded.m2 - excluded.n * m2)"
             " / (n + excluded.n)",
             [
-                (run_key, sid, kpi, m.n, m.mean, m.m2)
+                (run_key, sid, kpi, m.n, m.mean, m.m2, m.m3)
                 for sid, per_kpi in batch.items()
                 for kpi, m in per_kpi.items()
             ],
@@ -816,10 +1060,10 @@ class Database:
 
     async def _write_stats(self, run_key: int, stats: ScenarioStats) -> None:
         await self._conn.executemany(
-            "INSERT OR REPLACE INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2, m3)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (run_key, sid, kpi, m.n, m.mean, m.m2)
+                (run_key, sid, kpi, m.n, m.mean, m.m2, m.m3)
                 for sid, per_kpi in stats.items()
                 for kpi, m in per_kpi.items()
             ],
@@ -1149,7 +1393,10 @@ def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def _result_tuples(run_id: int | None, rows: Iterable[ResultRow]) -> list[tuple[Any, ...]]:
+def _result_tuples(
+    run_id: int | None, rows: Iterable[ResultRow], keys: Mapping[int, str] | None = None
+) -> list[tuple[Any, ...]]:
+    """Rows as INSERT parameters; with `keys`, each ends with its scenario's config key."""
     now = utcnow()
     return [
         (
@@ -1161,9 +1408,29 @@ def _result_tuples(run_id: int | None, rows: Iterable[ResultRow]) -> list[tuple[
             r["ontime_delivery_rate"],
             _dumps(r["metrics"]),
             now,
+            *(() if keys is None else (keys[r["scenario_id"]],)),
         )
         for r in rows
     ]
+
+
+def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:
+    """Each scenario's replications in a request; InvalidRows if one is named twice."""
+    first: dict[tuple[int, int], int] = {}
+    errors = []
+    for i, r in enumerate(rows):
+        seen = first.setdefault((r["scenario_id"], r["replication"]), i)
+        if seen != i:
+            message = (
+                f"replication {r['replication']} of scenario {r['scenario_id']} is also [{seen}]"
+            )
+            errors.append({"field": f"[{i}].replication", "message": message})
+    if errors:
+        raise InvalidRows(errors)
+    by_scenario: dict[int, list[int]] = {}
+    for sid, replication in first:
+        by_scenario.setdefault(sid, []).append(replication)
+    return by_scenario
 
 
 def _scenario(row: sqlite3.Row) -> Scenario:

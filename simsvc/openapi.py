@@ -85,15 +85,15 @@ PRECISION: dict[str, Any] = {
         },
         "min_replications": {
             "type": "integer",
-            "minimum": 2,
+            "minimum": 10,
             "maximum": MAX_REPLICATIONS,
             "default": 10,
-            "description": "replications per scenario of the first batch "
-            "(default 10, or max_replications if that is smaller)",
+            "description": "replications per scenario of the first batch (default and "
+            "least 10, as Law & Kelton advise for sequential procedures)",
         },
         "max_replications": {
             "type": "integer",
-            "minimum": 2,
+            "minimum": 10,
             "maximum": MAX_REPLICATIONS,
             "default": 5000,
             "description": "stop here even if a target is not met",
@@ -163,6 +163,13 @@ COMPARE_QUERY: dict[str, Any] = {
     "required": ["baseline"],
     "properties": {
         "baseline": {**_ID, "description": "a scenario_id of the run"},
+        "familywise": {
+            "enum": ["holm", "bonferroni", "none"],
+            "default": "holm",
+            "description": "how familywise_verdict controls the chance of any false verdict "
+            "among all the comparisons of the answer: Holm's step-down (default), Bonferroni, "
+            "or none; `verdict` is always the single 95% paired interval's",
+        },
     },
 }
 
@@ -269,7 +276,22 @@ SUMMARY: dict[str, Any] = {
         "n": {"type": "integer"},
         "mean": _NULLABLE_NUMBER,
         "std": _NULLABLE_NUMBER,
-        "ci95": _NULLABLE_NUMBER,
+        "ci95": {**_NULLABLE_NUMBER, "description": "Student-t 95% half-width"},
+        "skewness": {
+            **_NULLABLE_NUMBER,
+            "description": "adjusted Fisher-Pearson sample skewness G1 (null below 3 values "
+            "or without spread)",
+        },
+        "normal_doubtful": {
+            "type": ["boolean", "null"],
+            "description": "true when a t-interval is doubtful for this n: no spread at all, "
+            "or n < 25 * skewness^2 (Cochran's rule); null below 3 values",
+        },
+        "interval95": {
+            "type": ["array", "null"],
+            "items": {"type": "number"},
+            "description": "the 95% interval of the mean of the kind asked for (?interval=)",
+        },
     },
 }
 
@@ -296,10 +318,38 @@ AGGREGATE: dict[str, Any] = {
         "delivery_rate_std": _NULLABLE_NUMBER,
         "total_costs_ci95": _NULLABLE_NUMBER,
         "delivery_rate_ci95": _NULLABLE_NUMBER,
+        "model": {"type": "string"},
+        "params": {
+            "type": "object",
+            "description": "the params the entry's results were computed with: the run's "
+            "snapshot (?run_id=) or the scenario's current params (pooled)",
+        },
+        "run_ids": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "the runs whose results the entry holds",
+        },
+        "excluded_run_ids": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "runs of the scenario left out of the pooled entry: other params "
+            "or another model version",
+        },
+        "ingested_replications": {
+            "type": "integer",
+            "description": "replications from POST /api/results in the entry",
+        },
+        "interval": {"enum": ["t", "johnson"], "description": "the kind of interval95"},
+        "doubtful": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "KPIs and metrics whose normal approximation is doubtful",
+        },
         "metrics": {
             "type": "object",
             "additionalProperties": {"$ref": "#/components/schemas/Summary"},
-            "description": "n, mean, std and ci95 of every numeric KPI and metric",
+            "description": "n, mean, std, ci95, skewness, normal_doubtful and interval95 of "
+            "every numeric KPI and metric",
         },
     },
 }
@@ -390,7 +440,17 @@ RUN: dict[str, Any] = {
             "type": "object",
             "description": "the params snapshot the run used, by scenario_id",
         },
-        "precision": PRECISION,
+        "precision": {
+            **PRECISION,
+            "properties": {
+                **PRECISION["properties"],
+                "final_interval": {
+                    "type": "object",
+                    "description": "the final intervals of a sequential run are approximate: "
+                    "their measured coverage of the nominal 95%",
+                },
+            },
+        },
         "precision_report": {
             "type": "array",
             "items": {"type": "object"},
@@ -455,6 +515,19 @@ COMPARISON: dict[str, Any] = {
             "description": "correlation of the paired replications (common random numbers)",
         },
         "verdict": {"enum": ["better", "worse", "no_significant_difference"]},
+        "p_value": {**_NULLABLE_NUMBER, "description": "two-sided paired t-test p-value"},
+        "familywise_p_value": {
+            **_NULLABLE_NUMBER,
+            "description": "p-value adjusted for the family (Holm or Bonferroni)",
+        },
+        "familywise_ci95": {
+            **_INTERVAL,
+            "description": "Bonferroni simultaneous interval over the family",
+        },
+        "familywise_verdict": {
+            "enum": ["better", "worse", "no_significant_difference"],
+            "description": "the verdict with the family's error rate at most 5%",
+        },
     },
 }
 
@@ -496,6 +569,10 @@ RESULT_ROW: dict[str, Any] = {
     ],
     "properties": {
         "scenario_id": {"type": "integer"},
+        "scenario_name": {
+            "type": "string",
+            "description": "the name the run's snapshot recorded (run results only)",
+        },
         "replication": {"type": "integer"},
         "seed": {"type": ["integer", "null"]},
         "total_labor_costs": {"type": "number"},
@@ -590,6 +667,14 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
         "required": False,
         "schema": _ID,
         "description": "restrict the aggregates to one run",
+    }
+    interval_query = {
+        "name": "interval",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["t", "johnson"], "default": "t"},
+        "description": "the kind of each metric's interval95: Student-t, or Johnson's "
+        "modified t, which corrects for skewness (the *_ci95 fields stay Student-t)",
     }
     paths: dict[str, Any] = {
         "/api/health": {
@@ -789,21 +874,23 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
         },
         "/api/results": {
             "get": _operation(
-                "Per-scenario aggregates over all stored results (or one run's)",
+                "Per-scenario aggregates of one run, or pooled over the stored results "
+                "computed with each scenario's current params, each draw (seed, r) once",
                 {
                     "200": _json({"type": "array", "items": _ref("Aggregate")}),
-                    **_problems(400, 404),
+                    **_problems(400, 404, 422),
                 },
-                parameters=[run_query],
+                parameters=[run_query, interval_query],
             ),
             "post": _operation(
-                "Store replications computed elsewhere, all or nothing",
+                "Store replications computed elsewhere, all or nothing; a replication already "
+                "stored for the scenario's current params is 409",
                 {
                     "201": _json(
                         {"type": "object", "properties": {"inserted": {"type": "integer"}}},
                         "Created",
                     ),
-                    **_problems(400, 413, 415, 422),
+                    **_problems(400, 409, 413, 415, 422),
                 },
                 requestBody=_body(_ref("IngestRequest")),
             ),
@@ -844,6 +931,8 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                 "run_id": {"type": "integer"},
                 "baseline": {"type": "integer"},
                 "confidence": {"type": "number"},
+                "familywise": {"enum": ["holm", "bonferroni", "none"]},
+                "family_size": {"type": "integer"},
                 "comparisons": {"type": "array", "items": _ref("Comparison")},
             },
         },
@@ -888,6 +977,20 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                     "type": "array",
                     "items": {"type": "string"},
                     "description": "other numeric outputs (no direction)",
+                },
+                "conventions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "output": {"type": "string"},
+                            "when": {"type": "string"},
+                            "value": {"type": "number"},
+                            "note": {"type": "string"},
+                        },
+                    },
+                    "description": "how an output is defined where its formula has no value "
+                    "(for example a rate over zero orders), and when that biases its mean",
                 },
             },
         },

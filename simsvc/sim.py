@@ -79,6 +79,9 @@ class Model:
     )
     # Other numeric outputs, with no better or worse direction; precision targets may name them.
     metrics: ClassVar[tuple[str, ...]] = ()
+    # How an output is defined where its formula has no value, e.g. a ratio with nothing
+    # to count: {"output", "when", "value", "note"}.
+    conventions: ClassVar[tuple[dict[str, Any], ...]] = ()
     # The params `work` grows with: a replication too dear is refused naming the first.
     work_params: ClassVar[tuple[str, ...]] = ()
 
@@ -106,6 +109,7 @@ class Model:
             "params": self.params_schema,
             "kpis": list(self.kpis),
             "metrics": list(self.metrics),
+            "conventions": list(self.conventions),
         }
 
     @property
@@ -182,6 +186,28 @@ class WarehouseModel(Model):
         Kpi(name="mean_wait_minutes", direction="min"),
     )
     metrics = ("orders", "utilization")
+    conventions = (
+        {
+            "output": "ontime_delivery_rate",
+            "when": "no order arrives during the shift",
+            "value": 1.0,
+            "note": "An empty shift counts as fully on time. Each replication's rate is the "
+            "share of that shift's orders, so the mean over replications weighs an empty "
+            "shift like a full one. With the default 46 orders/hour over 8 hours an empty "
+            "shift has probability e^-368 and changes nothing; at a few orders per shift "
+            "(orders_per_hour * shift_hours below about 5, where P(empty) = "
+            "e^-(orders_per_hour * shift_hours) exceeds 0.7%) it pulls the mean on-time rate "
+            "towards 1.0, and it is not the share of all orders that were on time.",
+        },
+        {
+            "output": "mean_wait_minutes",
+            "when": "no order arrives during the shift",
+            "value": 0.0,
+            "note": "An empty shift counts as no wait; the same caution as for the on-time "
+            "rate applies at tiny order rates.",
+        },
+    )
+
     work_params = ("orders_per_hour", "shift_hours")
 
     def work(self, params: Mapping[str, Any]) -> float:

@@ -403,7 +403,8 @@ async def run_results(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format")
     if fmt not in (None, "json", "csv"):
         raise BadRequest("format must be json or csv")
-    rows = await request.app[DB].run_results(run_id)
+    run = await request.app[DB].get_run(run_id)
+    rows = named_rows(run, await request.app[DB].run_results(run_id))
     wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("Accept", ""))
     if not wants_csv:
         return json_response(rows)
@@ -415,16 +416,32 @@ async def run_results(request: web.Request) -> web.StreamResponse:
     )
 
 
-def results_csv(rows: list[db.ResultRow]) -> str:
+def named_rows(run: db.Run, rows: list[db.ResultRow]) -> list[dict[str, Any]]:
+    """A run's rows, each with the scenario name the run's snapshot recorded."""
+    names = {int(sid): e["scenario_name"] for sid, e in run["snapshot"].items()}
+    return [
+        {"scenario_id": r["scenario_id"], "scenario_name": names.get(r["scenario_id"], ""), **r}
+        for r in rows
+    ]
+
+
+def results_csv(rows: list[dict[str, Any]]) -> str:
     """One line per replication; metrics become columns of their own."""
     metric_keys = sorted({k for r in rows for k in r["metrics"]})
-    fixed = ["scenario_id", "replication", "seed", "total_labor_costs", "ontime_delivery_rate"]
+    fixed = [
+        "scenario_id",
+        "scenario_name",
+        "replication",
+        "seed",
+        "total_labor_costs",
+        "ontime_delivery_rate",
+    ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fixed + metric_keys)
     for row in rows:
         metrics = row["metrics"]
-        writer.writerow([row[k] for k in fixed] + [_csv_cell(metrics.get(k)) for k in metric_keys])  # type: ignore[literal-required]
+        writer.writerow([row[k] for k in fixed] + [_csv_cell(metrics.get(k)) for k in metric_keys])
     return out.getvalue()
 
 
@@ -480,7 +497,8 @@ def read_query(request: web.Request, name: str) -> dict[str, Any]:
 async def compare_scenarios(request: web.Request) -> web.Response:
     app = request.app
     run = await app[DB].get_run(path_id(request, "run_id"))
-    baseline = read_query(request, "compare")["baseline"]
+    query = read_query(request, "compare")
+    baseline, familywise = query["baseline"], query["familywise"]
     if baseline not in run["scenario_ids"]:
         message = f"scenario {baseline} is not part of run {run['run_id']} {run['scenario_ids']}"
         raise InvalidInput([FieldError(field="baseline", message=message)], BAD_QUERY)
@@ -489,11 +507,14 @@ async def compare_scenarios(request: web.Request) -> web.Response:
     comparisons = await asyncio.to_thread(
         analysis.compare_run, rows, run["scenario_ids"], baseline, directions
     )
+    family_size = analysis.adjust_familywise(comparisons, familywise)
     return json_response(
         {
             "run_id": run["run_id"],
             "baseline": baseline,
             "confidence": 0.95,
+            "familywise": familywise,
+            "family_size": family_size,
             "comparisons": comparisons,
         }
     )
@@ -641,9 +662,13 @@ async def save_point(request: web.Request) -> web.Response:
 
 async def get_results(request: web.Request) -> web.Response:
     run_id = query_int(request, "run_id")
+    kind = request.query.get("interval", "t")
+    if kind not in stats.INTERVAL_KINDS:
+        message = f"{kind!r} is not one of {', '.join(stats.INTERVAL_KINDS)}"
+        raise InvalidInput([FieldError(field="interval", message=message)], BAD_QUERY)
     if run_id is not None:
         await request.app[DB].get_run(run_id)
-    body = await request.app[AGGREGATES].body(run_id)
+    body = await request.app[AGGREGATES].body(run_id, kind)  # type: ignore[arg-type]
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 

@@ -180,11 +180,31 @@ def test_relative_and_absolute_targets_use_the_tighter_bound() -> None:
 
 def test_precision_report_never_holds_infinity() -> None:
     # 1e300 * 1e10 overflows; the report must stay valid JSON.
-    precision = Precision(targets={"x": {"relative_half_width": 1e10}})
-    values = {1: 1e300, 2: 1e300, 3: 1e300}
+    precision = Precision(targets={"x": {"relative_half_width": 1e150}})
+    values = {r: 1e160 + r * 1e150 for r in range(1, 11)}
     (check,) = analysis.precision_report({"x": {1: values}}, [1], precision)
     assert check["required_half_width"] is None
     assert check["met"] is True
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        # Ten shifts, all on time: the first batch shows no spread, not a known mean.
+        ([1.0] * 10, "zero variance"),
+        # Any spread, but fewer than the first batch of 10.
+        ([0.9, 1.0, 0.95], "first batch under 10"),
+    ],
+)
+def test_zero_variance_or_a_short_batch_never_meets_a_target(values: list[float], why: str) -> None:
+    precision = Precision(targets={"x": {"half_width": 0.5}}, max_replications=100)
+    samples = {"x": {1: dict(enumerate(values, start=1))}}
+    (check,) = analysis.precision_report(samples, [1], precision)
+    assert check["met"] is False, why
+    count, stopped = analysis.next_count(precision, [check], len(values))
+    assert stopped is None
+    if check["half_width"] == 0:
+        assert count == 2 * len(values)  # no spread to project from: double
 
 
 def _screen_pair_by_pair(x: np.ndarray, confidence: float, indifference: float) -> list[int | None]:

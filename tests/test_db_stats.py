@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +72,35 @@ async def test_finished_run_moments_are_exact_when_rows_are_read_in_batches(
             for kpi in ("total_labor_costs", "ontime_delivery_rate", "orders"):
                 values = [_value(r, kpi) for r in rows if r["scenario_id"] == sid]
                 assert stored[sid][kpi] == Moments.of(values)
+    finally:
+        await db.close()
+
+
+async def test_a_version_1_database_is_upgraded_with_duplicates_counted_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(db_module._SCHEMA + "PRAGMA user_version=1;")
+    conn.execute(
+        "INSERT INTO scenarios VALUES (1, 'a', 'uniform', '{}', '2026-01-01', '2026-01-01')"
+    )
+    # Replication 2 was ingested twice under version 1; the later row is the one kept.
+    ingested = [(1, 10.0), (2, 99.0), (2, 20.0), (3, 30.0)]
+    conn.executemany(
+        "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
+        " ontime_delivery_rate, metrics, created_at) VALUES (NULL, 1, ?, NULL, ?, 0.5, '{}', '')",
+        ingested,
+    )
+    conn.execute("INSERT INTO kpi_stats VALUES (0, 1, 'total_labor_costs', 4, 39.75, 4864.75)")
+    conn.commit()
+    conn.close()
+    db = await Database.open(path)
+    try:
+        stats, coverage = await db.pooled_stats()
+        assert stats[1]["total_labor_costs"] == Moments.of([10.0, 20.0, 30.0])
+        assert coverage[1]["ingested_replications"] == 3
+        assert await db.pragma("user_version") == db_module.SCHEMA_VERSION
     finally:
         await db.close()
 

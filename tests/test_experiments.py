@@ -60,9 +60,13 @@ async def assert_same_as_one_uninterrupted_run(client: Client, run_id: int, **bo
     """Start a fresh run with `body`; its rows and aggregates must equal run_id's, bit for bit."""
     whole = await start_run(client, **body)
     reference = await wait_for_run(client, whole["run_id"])
-    assert await rows_and_aggregates(client, run_id) == await rows_and_aggregates(
-        client, whole["run_id"]
-    )
+    rows, aggregates = await rows_and_aggregates(client, run_id)
+    whole_rows, whole_aggregates = await rows_and_aggregates(client, whole["run_id"])
+    assert rows == whole_rows
+    # Equal but for the run each entry says it covers.
+    assert [{**a, "run_ids": None} for a in aggregates] == [
+        {**a, "run_ids": None} for a in whole_aggregates
+    ]
     return reference
 
 
@@ -98,7 +102,7 @@ PRECISE = {
         "ontime_delivery_rate": {"half_width": 0.03},
         "total_labor_costs": {"relative_half_width": 0.02},
     },
-    "min_replications": 5,
+    "min_replications": 10,
     "max_replications": 2000,
 }
 
@@ -111,12 +115,12 @@ async def test_precision_run_stops_once_every_scenario_meets_every_target(
     answer, events = await follow(
         client, "POST", "/api/simulations", {"seed": 314, "precision": PRECISE}
     )
-    assert answer["run"]["replications"] == 5
+    assert answer["run"]["replications"] == 10
     assert_lifecycle(events)
     run = events[-1]["run"]
     assert run["stopped_because"] == "precision_met"
     n = run["replications"]
-    assert n > 5  # five replications were not enough, so at least one more batch ran
+    assert n > 10  # ten replications were not enough, so at least one more batch ran
     assert run["total"] == run["done"] == 3 * n
     aggregates = await get(client, f"/api/results?run_id={run['run_id']}")
     assert [a["replications"] for a in aggregates] == [n, n, n]
@@ -125,15 +129,37 @@ async def test_precision_run_stops_once_every_scenario_meets_every_target(
         assert a["total_costs_ci95"] <= 0.02 * a["average_total_costs"]
     assert all(check["met"] for check in run["precision_report"])
     assert run["precision"]["targets"] == PRECISE["targets"]
+    final = run["precision"]["final_interval"]
+    assert final["approximate"] is True
+    assert final["nominal_coverage"] == 0.95
+    assert "sequential" in final["note"]
+
+
+async def test_a_kpi_without_spread_never_meets_its_target(client: Client) -> None:
+    # Almost no orders: every shift is empty and on time (rate 1.0 by convention), so the
+    # on-time rate has no spread; a zero-width interval must not count as precise.
+    created = await client.post(
+        "/api/scenarios", json={"scenario_name": "閑散", "params": {"orders_per_hour": 1e-9}}
+    )
+    sid = (await created.json())["scenario_id"]
+    precision = {
+        "targets": {"ontime_delivery_rate": {"half_width": 0.01}},
+        "max_replications": 40,
+    }
+    answer = await start_run(client, seed=1, scenario_ids=[sid], precision=precision)
+    run = await wait_for_run(client, answer["run_id"])
+    assert (run["stopped_because"], run["replications"]) == ("max_replications", 40)
+    (check,) = run["precision_report"]
+    assert (check["half_width"], check["met"]) == (0.0, False)
 
 
 @pytest.mark.parametrize(
     ("bounds", "final"),
     [
-        # Batches of 5, then 10, then capped at 12.
-        ({"min_replications": 5, "max_replications": 12}, 12),
-        # A max under the default first batch of 10 lowers that batch instead of clashing.
-        ({"max_replications": 4}, 4),
+        # Batches of 10, then capped at 12.
+        ({"min_replications": 10, "max_replications": 12}, 12),
+        # The first batch is the max: one batch.
+        ({"max_replications": 10}, 10),
     ],
 )
 async def test_precision_run_stops_at_max_replications_when_targets_are_out_of_reach(
@@ -148,14 +174,14 @@ async def test_precision_run_stops_at_max_replications_when_targets_are_out_of_r
 
 async def test_replications_beside_precision_is_the_first_batch(client: Client) -> None:
     precision = {"targets": {"total_labor_costs": {"half_width": 1e-9}}, "max_replications": 30}
-    answer = await start_run(client, seed=1, replications=7, precision=precision)
-    assert answer["run"]["replications"] == 7
+    answer = await start_run(client, seed=1, replications=17, precision=precision)
+    assert answer["run"]["replications"] == 17
     run = await wait_for_run(client, answer["run_id"])
     assert (run["replications"], run["stopped_because"]) == (30, "max_replications")
 
 
 async def test_precision_target_may_name_a_metric(client: Client) -> None:
-    precision = {"targets": {"utilization": {"half_width": 0.02}}, "min_replications": 4}
+    precision = {"targets": {"utilization": {"half_width": 0.02}}, "min_replications": 10}
     answer = await start_run(client, seed=2, scenario_ids=[1, 3], precision=precision)
     run = await wait_for_run(client, answer["run_id"])
     assert run["stopped_because"] == "precision_met"
@@ -178,7 +204,12 @@ async def test_same_seed_precision_runs_agree_on_every_value(client: Client) -> 
     rows, aggregates = await rows_and_aggregates(client, first["run_id"])
     assert len(rows) == 3 * first["replications"]
     assert len({row["total_labor_costs"] for row in rows}) > first["replications"]
-    assert (rows, aggregates) == await rows_and_aggregates(client, second["run_id"])
+    second_rows, second_aggregates = await rows_and_aggregates(client, second["run_id"])
+    assert rows == second_rows
+    # Equal but for the run each entry says it covers.
+    assert [{**a, "run_ids": None} for a in aggregates] == [
+        {**a, "run_ids": None} for a in second_aggregates
+    ]
 
 
 @pytest.mark.parametrize(
@@ -226,6 +257,21 @@ async def test_same_seed_precision_runs_agree_on_every_value(client: Client) -> 
             "precision.min_replications",
         ),
         ({"precision": {}}, "precision.targets"),
+        # A first batch under 10: its variance estimate would drive the stopping rule.
+        (
+            {"precision": {"targets": {"orders": {"half_width": 1}}, "min_replications": 5}},
+            "precision.min_replications",
+        ),
+        # The same first batch given as replications beside precision.
+        (
+            {"replications": 3, "precision": {"targets": {"orders": {"half_width": 1}}}},
+            "precision.min_replications",
+        ),
+        # A cap that leaves no room for a first batch of 10.
+        (
+            {"precision": {"targets": {"orders": {"half_width": 1}}, "max_replications": 4}},
+            "precision.max_replications",
+        ),
     ],
 )
 async def test_bad_precision_is_refused_naming_the_field_and_starts_nothing(
@@ -408,7 +454,7 @@ async def test_resumed_cancelled_precision_run_matches_an_uninterrupted_one(
 ) -> None:
     precision = {
         "targets": {"ontime_delivery_rate": {"half_width": 0.04}},
-        "min_replications": 5,
+        "min_replications": 10,
     }
     answer = await start_run(client, seed=21, pace_s=0.003, precision=precision)
     run_id = answer["run_id"]

@@ -93,7 +93,7 @@ async def test_plugin_model_runs_to_precision_compares_and_replays(dock_client: 
         )
         assert resp.status == 201
         ids.append((await resp.json())["scenario_id"])
-    precision = {"targets": {"trucks": {"relative_half_width": 0.05}}, "min_replications": 5}
+    precision = {"targets": {"trucks": {"relative_half_width": 0.05}}, "min_replications": 10}
     answer = await start_run(dock_client, seed=9, scenario_ids=ids, precision=precision)
     run = await wait_for_run(dock_client, answer["run_id"])
     assert (run["status"], run["stopped_because"]) == ("completed", "precision_met")

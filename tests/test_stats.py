@@ -59,7 +59,7 @@ def test_aggregate_list_is_ordered_and_named() -> None:
         },
         1: {"total_labor_costs": Moments.of([2.0]), "ontime_delivery_rate": Moments.of([0.9])},
     }
-    out = aggregate_list(stats, {1: "a", 2: "b"})
+    out = aggregate_list(stats, {1: ("a", {}), 2: ("b", {})})
     assert [(a["scenario_id"], a["scenario_name"], a["replications"]) for a in out] == [
         (1, "a", 1),
         (2, "b", 2),
