@@ -22,12 +22,17 @@ from pathlib import Path
 
 import psutil
 
-from . import crn_gain, dask_overhead, http_load, measures
+from . import crn_gain, dask_overhead, http_load, ingest, measures
 from .measures import Row, Settings
 
 log = logging.getLogger("bench")
 
-MEASURES = {**measures.MEASURES, **dask_overhead.MEASURES, **crn_gain.MEASURES}
+MEASURES = {
+    **measures.MEASURES,
+    **dask_overhead.MEASURES,
+    **crn_gain.MEASURES,
+    **ingest.STORAGE_MEASURES,
+}
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # What the figures mean and what was tried where a target is missed; kept by hand and

@@ -118,14 +118,45 @@ class Server:
             await asyncio.to_thread(process.wait)
 
 
-def simsvc(workdir: Path, workers: int = 2, executor: str = "process") -> Server:
-    """simsvc from this checkout on a fresh database in `workdir`."""
-    server = Server("simsvc", [], REPO, {}, "/api/health")
-    db_path = workdir / f"simsvc-{server.port}.db"
+def simsvc(
+    workdir: Path,
+    workers: int = 2,
+    executor: str = "process",
+    source: Path | None = None,
+    db_path: Path | None = None,
+) -> Server:
+    """simsvc on a fresh database in `workdir`: from this checkout, or from `source`
+    (a directory holding another version's `simsvc` package, see `baseline_source`)."""
+    env = {} if source is None else {"PYTHONPATH": str(source)}
+    server = Server("simsvc", [], source or REPO, env, "/api/health")
+    db_path = db_path or workdir / f"simsvc-{server.port}.db"
     argv = [sys.executable, "-m", "simsvc", "--host", HOST, "--db", str(db_path)]
     argv += ["--workers", str(workers), "--executor", executor, "--log-level", "WARNING"]
     server.argv = [*argv, "--port", str(server.port)]
     return server
+
+
+def baseline_source(workdir: Path, revision: str) -> Path:
+    """The `simsvc` package as it was at `revision`, extracted from git into `workdir`."""
+    target = workdir / f"simsvc-{revision}"
+    if not (target / "simsvc").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", revision, "simsvc"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def thread_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process's main thread (its event loop) and of the whole process."""
+    process = psutil.Process(pid)
+    main = next((t for t in process.threads() if t.id == pid), None)
+    times = process.cpu_times()
+    loop = 0.0 if main is None else main.user_time + main.system_time
+    return loop, times.user + times.system
 
 
 def peer(workdir: Path, reps: int = 3) -> Server:

@@ -1,4 +1,5 @@
-"""`python -m simsvc`: serve the API, the WebSockets and the dashboard.
+"""`python -m simsvc`: serve the API, the WebSockets and the dashboard (or `run`,
+`results` and `experiment` against a running service: see simsvc/cli.py).
 
 Only the standard library is imported here, so that `--help` and a bad flag answer at
 once; aiohttp, NumPy and SciPy are imported when the service starts.
@@ -16,6 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import StartupError
+from .cli import CLIENT_COMMANDS
+from .cli import main as client_main
 
 log = logging.getLogger("simsvc")
 
@@ -176,8 +179,16 @@ def _from_environment(
         return None
 
 
+COMMANDS_EPILOG = (
+    "`python -m simsvc serve [flags]` is the same as `python -m simsvc [flags]`. Commands "
+    f"for a running service, each with its own --help: {', '.join(CLIENT_COMMANDS)}."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simsvc", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="python -m simsvc", description=DESCRIPTION, epilog=COMMANDS_EPILOG
+    )
     add_serve_arguments(parser)
     return parser
 
@@ -269,6 +280,12 @@ def _log_listening(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve (the default, or `serve`), or run one of the client's commands."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in CLIENT_COMMANDS:
+        return client_main(argv)
+    if argv[:1] == ["serve"]:
+        argv = argv[1:]
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

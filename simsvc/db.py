@@ -12,15 +12,20 @@ import contextlib
 import hashlib
 import json
 import math
+import operator
 import sqlite3
 from array import array
-from collections.abc import AsyncIterator, Iterable, Mapping, MutableSequence, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, Literal, TypedDict, cast
 
 import aiosqlite
+
+from . import moments
+from .moments import Moments as Moments
 
 SCHEMA_VERSION = 2
 # PRAGMA application_id of simsvc's files ("SIMS"): other programs' databases stay untouched.
@@ -31,6 +36,7 @@ INGESTED = 0  # run key of rows stored by POST /api/results under the scenario's
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
 STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
+EXPORT_BATCH_ROWS = 5_000  # rows read at a time by an export, under the connection's lock
 
 # (scenario_name, model, params) stored when a database is created
 InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
@@ -228,55 +234,10 @@ class ExperimentRow(TypedDict):
     metrics: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Moments:
-    """Count, mean, and sums of squared and cubed deviations of one KPI."""
-
-    n: int
-    mean: float
-    m2: float
-    m3: float = 0.0
-
-    def merge(self, other: Moments) -> Moments:
-        """Pairwise combination of two samples' moments (Chan et al. 1979; Pebay 2008)."""
-        if other.n == 0:
-            return self
-        if self.n == 0:
-            return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
-        m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
-        m3 = (
-            self.m3
-            + other.m3
-            + delta * delta * delta * self.n * other.n * (self.n - other.n) / (n * n)
-            + 3.0 * delta * (self.n * other.m2 - other.n * self.m2) / n
-        )
-        return Moments(n, mean, m2, m3)
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Moments:
-        """Two-pass moments of a sample, in the order given."""
-        n = len(values)
-        if n == 0:
-            return cls(0, 0.0, 0.0, 0.0)
-        try:
-            mean = math.fsum(values) / n
-            m2 = math.fsum((v - mean) ** 2 for v in values)
-        except OverflowError:
-            # Values near the largest double: the spread overflows; JSON shows it as null.
-            return cls(n, math.fsum(v / n for v in values), math.inf, math.nan)
-        return cls(n, mean, m2, _cubes(values, mean))
-
-
-def _cubes(values: Sequence[float], mean: float) -> float:
-    """The sum of cubed deviations; NaN (stored as NULL: unknown) when it overflows."""
-    try:
-        return math.fsum((v - mean) * (v - mean) * (v - mean) for v in values)
-    except (OverflowError, ValueError):
-        return math.nan
-
+# How an export reads one metrics value: "cell" as a CSV cell, "json" as JSON text (None
+# when absent or null), "text" as SQLite's value (strings unquoted), "metrics" the whole
+# stored metrics object as JSON text.
+MetricForm = Literal["cell", "json", "text", "metrics"]
 
 # scenario_id -> kpi -> moments
 ScenarioStats = dict[int, dict[str, Moments]]
@@ -309,20 +270,9 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_NUMBERS = (int, float)
-
-
 def kpi_values(row: ResultRow) -> dict[str, float]:
     """Every numeric KPI of a row: the two headline KPIs and its numeric metrics."""
-    values = {
-        "total_labor_costs": float(row["total_labor_costs"]),
-        "ontime_delivery_rate": float(row["ontime_delivery_rate"]),
-    }
-    for key, value in row["metrics"].items():
-        numeric = isinstance(value, _NUMBERS) and not isinstance(value, bool)
-        if numeric and math.isfinite(value) and key not in values:
-            values[key] = float(value)
-    return values
+    return moments.kpi_values(row["total_labor_costs"], row["ontime_delivery_rate"], row["metrics"])
 
 
 # scenario_id -> kpi -> values
@@ -330,12 +280,7 @@ Samples = dict[int, dict[str, MutableSequence[float]]]
 
 
 def _stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
-    samples: Samples = {}
-    for row in rows:
-        per_kpi = samples.setdefault(row["scenario_id"], {})
-        for kpi, value in kpi_values(row).items():
-            per_kpi.setdefault(kpi, []).append(value)
-    return _moments_of_samples(samples)
+    return moments.unit_moments((row["scenario_id"], kpi_values(row)) for row in rows)
 
 
 def _collect_samples(samples: Samples, rows: Iterable[sqlite3.Row]) -> None:
@@ -734,6 +679,30 @@ class Database:
             self.generation += 1
         return done
 
+    async def store_chunk(
+        self, run_id: int, rows: Sequence[Sequence[Any]], stats: moments.UnitMoments
+    ) -> int:
+        """Commit a chunk computed elsewhere; returns the run's new done count.
+
+        `rows` are (scenario_id, replication, seed, total_labor_costs,
+        ontime_delivery_rate, metrics JSON text), bound to the insert as they are, and
+        `stats` the chunk's moments: nothing here touches a row in Python. One
+        transaction: a chunk is stored whole or not at all.
+        """
+        async with self._transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
+                " ontime_delivery_rate, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _bound(run_id, rows, utcnow()),
+            )
+            await self._add_stats(run_id, stats)
+            done = await self._scalar(
+                "UPDATE runs SET done = done + ? WHERE run_id = ? RETURNING done",
+                (len(rows), run_id),
+            )
+            self.generation += 1
+        return int(done)
+
     async def ingest_results(self, rows: Sequence[ResultRow]) -> int:
         """Store rows from an outside simulator, all or nothing."""
         async with self._transaction() as conn:
@@ -872,6 +841,88 @@ class Database:
             (run_id, scenario_id, replication),
         )
         return _result(rows[0]) if rows else None
+
+    # -- exports: a run's rows in batches, never all at once -------------------------
+
+    async def export_metric_keys(self, run_id: int) -> dict[str, set[str]]:
+        """Every metrics key of a run's stored rows, with the JSON types its values take.
+
+        Read in batches, so the connection is never held for long, and bounded by the
+        rows stored when it was asked (the export's snapshot, see `export_bound`).
+        """
+        bound = await self.export_bound(run_id)
+        keys: dict[str, set[str]] = {}
+        after = (0, 0)
+        while True:
+            rows = await self._all(
+                "WITH batch AS (SELECT scenario_id, replication, metrics FROM results"
+                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
+                " AND result_id <= ?4 ORDER BY scenario_id, replication LIMIT ?5)"
+                # An integer past 64 bits is its own type: no integer column can hold it.
+                " SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
+                " THEN 'bigint' ELSE j.type END AS kind, NULL, NULL"
+                " FROM batch, json_each(batch.metrics) j GROUP BY j.key, kind"
+                " UNION ALL SELECT NULL, NULL, max(scenario_id), NULL FROM batch"
+                " UNION ALL SELECT NULL, NULL, NULL, max(replication) FROM batch"
+                " WHERE scenario_id = (SELECT max(scenario_id) FROM batch)",
+                (run_id, *after, bound, EXPORT_BATCH_ROWS),
+            )
+            last_sid, last_rep = rows[-2][2], rows[-1][3]
+            for key, kind, _, _ in rows[:-2]:
+                keys.setdefault(str(key), set()).add(str(kind))
+            if last_sid is None:
+                return keys
+            after = (int(last_sid), int(last_rep))
+
+    async def export_bound(self, run_id: int) -> int:
+        """The largest result id stored now: an export covers the rows up to it."""
+        await self.get_run(run_id)
+        return int(await self._scalar_locked("SELECT coalesce(max(result_id), 0) FROM results"))
+
+    async def export_batches(
+        self,
+        run_id: int,
+        bound: int,
+        names: Mapping[int, str],
+        metrics: Sequence[tuple[str, MetricForm]],
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """A run's rows up to result id `bound`, by scenario and replication, in batches.
+
+        Each row is (scenario_id, its text in `names` (or `names[0]` if it has none),
+        replication, seed, total_labor_costs, ontime_delivery_rate) and then one column
+        per `metrics` entry: a key and the form
+        its value takes (see `MetricForm`). The form `"metrics"` (any key) is the whole
+        stored metrics JSON. Each batch is one short query, so writers wait at most one
+        batch, and memory holds one batch whatever the run's size.
+        """
+        columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
+        paths = {f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)}
+        sql = (
+            "SELECT scenario_id,"
+            " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
+            " replication, seed, total_labor_costs, ontime_delivery_rate"
+            + (f", {columns}" if columns else "")
+            + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
+            " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
+        )
+        args: dict[str, Any] = {"run_id": run_id, "bound": bound, "limit": EXPORT_BATCH_ROWS}
+        args["names"] = _dumps({str(k): v for k, v in names.items() if k})
+        args["no_name"] = names.get(0, "")
+        args.update(paths)
+        after = (0, 0)
+        while True:
+            args["sid"], args["rep"] = after
+            async with self._lock, self._conn.execute(sql, args) as cursor:
+                cursor.row_factory = None  # plain tuples: no Row object per replication
+                batch = cast(list[tuple[Any, ...]], await cursor.fetchall())
+            if not batch:
+                return
+            yield batch
+            after = (int(batch[-1][0]), int(batch[-1][2]))
+
+    async def _scalar_locked(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        async with self._lock:
+            return await self._scalar(sql, args)
 
     async def _run_stats_unlocked(self, run_id: int) -> ScenarioStats:
         """A run's moments from its rows, off the event loop and without holding every row.
@@ -1412,6 +1463,38 @@ def _result_tuples(
         )
         for r in rows
     ]
+
+
+def _json_path(key: str) -> str:
+    """The SQLite JSON path of one metrics key (`export_safe_key` must hold)."""
+    return f'$."{key}"'
+
+
+def export_safe_key(key: str) -> bool:
+    """Whether SQLite's JSON path syntax can name this key (it has no escape for quotes)."""
+    return '"' not in key
+
+
+def _metric_sql(form: MetricForm, i: int) -> str:
+    value, kind = f"metrics -> :p{i}", f"json_type(metrics, :p{i})"
+    if form == "metrics":
+        return "metrics"
+    if form == "json":
+        return f"CASE {kind} WHEN 'null' THEN NULL ELSE {value} END"
+    if form == "text":
+        return f"metrics ->> :p{i}"
+    # "cell": the text Python's csv module writes for the value json.loads gives: numbers
+    # as written (the stored JSON holds Python's repr), True/False, '' for null or absent.
+    return (
+        f"CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False' WHEN 'null' THEN ''"
+        f" WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END"
+    )
+
+
+def _bound(run_id: int, rows: Iterable[Sequence[Any]], now: str) -> Iterator[tuple[Any, ...]]:
+    """`(run_id, *row, now)` for each row, built by C iterators on aiosqlite's thread as the
+    insert consumes them: no Python bytecode runs per row."""
+    return map(operator.add, map(operator.add, repeat((run_id,)), rows), repeat((now,)))
 
 
 def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:

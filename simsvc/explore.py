@@ -73,7 +73,7 @@ class ExperimentEvents:
     ) -> set[tuple[int, int]]:
         return await self._db.experiment_stored(run_id, units, first, last)
 
-    async def results_ready(self, run_id: int, rows: list[sim.Replication]) -> None:
+    async def results_ready(self, run_id: int, rows: Sequence[sim.Replication]) -> None:
         used = await self._db.store_experiment_results(run_id, [_row(r) for r in rows])
         live = self.live.get(run_id)
         if live is not None:

@@ -596,6 +596,7 @@ def _problems(*codes: int) -> dict[str, Any]:
         401: "missing or wrong bearer token",
         403: "sent from a browser page of another origin (see --cors-origin)",
         404: "no such resource",
+        406: "a format this installation cannot produce (Parquet without pyarrow)",
         409: "conflicts with the current state",
         413: f"body over {MAX_BODY_BYTES} bytes",
         415: "a body whose Content-Type is not application/json",
@@ -853,11 +854,13 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                     "name": "format",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                    "schema": {"type": "string", "enum": ["json", "csv", "parquet"]},
                 },
             ],
             "get": _operation(
-                "One row per replication (CSV with Accept: text/csv or ?format=csv)",
+                "One row per replication, streamed (CSV with Accept: text/csv or ?format=csv; "
+                "Parquet with Accept: application/vnd.apache.parquet or ?format=parquet, "
+                "which needs the optional extra simsvc[parquet], else 406)",
                 {
                     "200": {
                         "description": "OK",
@@ -866,9 +869,12 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
                                 "schema": {"type": "array", "items": _ref("ResultRow")}
                             },
                             "text/csv": {"schema": {"type": "string"}},
+                            "application/vnd.apache.parquet": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
                         },
                     },
-                    **_problems(400, 404),
+                    **_problems(400, 404, 406),
                 },
             ),
         },

@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from .sim import Backend, Replication, ScenarioPlan, simulate_chunk
+from .sim import Backend, Chunk, ScenarioPlan, simulate_chunk
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ class RunSink(Protocol):
 
     async def run_started(self, run_id: int) -> None: ...
 
-    async def results_ready(self, run_id: int, rows: list[Replication]) -> None: ...
+    async def results_ready(self, run_id: int, rows: Chunk) -> None:
+        """A computed chunk: a `Sequence[Replication]`, already encoded for storage."""
+        ...
 
     async def stored(self, run_id: int, units: Sequence[int], first: int, last: int) -> set[Pair]:
         """The pairs of these units and replications `first..last` already stored."""
@@ -199,7 +201,7 @@ class Runner:
     async def _execute(self, job: Job, batch: Batch) -> None:
         """Compute a batch in chunks, as many in flight as the backend has room for now."""
         # Insertion-ordered, so chunks done together are stored in the order they were sent.
-        in_flight: dict[asyncio.Task[list[Replication]], None] = {}
+        in_flight: dict[asyncio.Task[Chunk], None] = {}
         chunks = self._chunks(job, batch)
         try:
             while True:
@@ -258,9 +260,7 @@ class Runner:
             return 1
         return chunk_size(len(batch), work, job.seconds_per_work, self.backend.workers)
 
-    async def _store_first(
-        self, job: Job, in_flight: dict[asyncio.Task[list[Replication]], None]
-    ) -> None:
+    async def _store_first(self, job: Job, in_flight: dict[asyncio.Task[Chunk], None]) -> None:
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         for task in [t for t in in_flight if t in done]:
             del in_flight[task]
@@ -268,11 +268,11 @@ class Runner:
             if job.pace_s > 0:
                 await asyncio.sleep(job.pace_s)
 
-    async def _compute(self, job: Job, chunk: list[Pair]) -> list[Replication]:
+    async def _compute(self, job: Job, chunk: list[Pair]) -> Chunk:
         try:
             async with asyncio.timeout(self.chunk_timeout_s):
-                answer: tuple[float, list[Replication]] = await self.backend.submit(
-                    timed, simulate_chunk, job.plan, job.seed, chunk
+                answer: tuple[float, Chunk] = await self.backend.submit(
+                    timed, simulate_chunk, chunk_plan(job.plan, chunk), job.seed, chunk
                 )
         except TimeoutError:
             raise ChunkTimeout(
@@ -282,6 +282,11 @@ class Runner:
         seconds, rows = answer
         learn_speed(job, chunk, seconds)
         return rows
+
+
+def chunk_plan(plan: ScenarioPlan, chunk: Sequence[Pair]) -> ScenarioPlan:
+    """The part of a plan that a chunk uses: a sweep of 10,000 points ships a few, not all."""
+    return {unit: plan[unit] for unit, _ in chunk}
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:

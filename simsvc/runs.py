@@ -218,8 +218,8 @@ class RunEvents:
     async def stored(self, run_id: int, units: Sequence[int], first: int, last: int) -> set[Pair]:
         return await self._db.stored_replications(run_id, units, first, last)
 
-    async def results_ready(self, run_id: int, rows: list[sim.Replication]) -> None:
-        done = await self._db.store_results(run_id, rows)
+    async def results_ready(self, run_id: int, rows: sim.Chunk) -> None:
+        done = await self._db.store_chunk(run_id, rows.rows, rows.moments)
         run_total = await self._db.run_total(run_id)
         now = time.monotonic()
         # A run over many scenarios makes each progress event dear: space them out so

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import heapq
+import json
 import logging
 import math
 import os
@@ -21,11 +22,22 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, Protocol, TypedDict, TypeVar, cast, get_args
+from typing import (
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    cast,
+    get_args,
+    overload,
+)
 
 import numpy as np
 
 from . import StartupError
+from .moments import UnitMoments, kpi_values, unit_moments
 from .schema import Checker, FieldError, InvalidInput
 from .workers import WorkerPool
 
@@ -356,16 +368,74 @@ def check_replication_work(model: Model, params: Mapping[str, Any], where: str =
 ScenarioPlan = dict[int, tuple[Model, dict[str, Any]]]
 
 
-def simulate_chunk(
-    scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int, int]]
-) -> list[Replication]:
-    """Run (scenario_id, replication) pairs; module-level so that any executor can ship it."""
-    rows: list[Replication] = []
+# A row as the insert binds it: (scenario_id, replication, seed, total_labor_costs,
+# ontime_delivery_rate, metrics as JSON text).
+EncodedRow = tuple[int, int, int, float, float, str]
+# One encoder for every row: json.dumps with options builds a new one per call. The same
+# text storage wrote when it encoded rows itself.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+class Chunk(Sequence[Replication]):
+    """A computed chunk, ready to store without touching each row again.
+
+    `rows` are bound to the insert as they are; `moments` holds each unit's count, mean
+    and M2 of every KPI over the chunk, which storage merges into the stored ones (Chan,
+    Golub and LeVeque). Read as a sequence, a chunk gives its rows as `Replication`s.
+    """
+
+    __slots__ = ("moments", "rows")
+
+    def __init__(self, rows: list[EncodedRow], moments: UnitMoments) -> None:
+        self.rows = rows
+        self.moments = moments
+
+    def __reduce__(self) -> tuple[type[Chunk], tuple[list[EncodedRow], UnitMoments]]:
+        return (Chunk, (self.rows, self.moments))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Replication: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Replication]: ...
+
+    def __getitem__(self, index: int | slice) -> Replication | list[Replication]:
+        if isinstance(index, slice):
+            return [_decoded(row) for row in self.rows[index]]
+        return _decoded(self.rows[index])
+
+
+def _decoded(row: EncodedRow) -> Replication:
+    sid, replication, seed, cost, rate, metrics = row
+    return Replication(
+        scenario_id=sid,
+        replication=replication,
+        seed=seed,
+        total_labor_costs=cost,
+        ontime_delivery_rate=rate,
+        metrics=json.loads(metrics),
+    )
+
+
+def simulate_chunk(scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int, int]]) -> Chunk:
+    """Run (scenario_id, replication) pairs; module-level so that any executor can ship it.
+
+    Everything per row happens here, where the chunk is computed: the metrics JSON and
+    the KPI values the chunk's moments are made of.
+    """
+    rows: list[EncodedRow] = []
+    values: list[tuple[int, dict[str, float]]] = []
     for scenario_id, replication in pairs:
         model, params = scenarios[scenario_id]
         out = model.simulate(params, stream(seed, replication))
-        rows.append(_replication(model, scenario_id, replication, seed, out))
-    return rows
+        row = _replication(model, scenario_id, replication, seed, out)
+        cost, rate, metrics = row["total_labor_costs"], row["ontime_delivery_rate"], row["metrics"]
+        rows.append((scenario_id, replication, seed, cost, rate, _ENCODER.encode(metrics)))
+        values.append((scenario_id, kpi_values(cost, rate, metrics)))
+    return Chunk(rows, unit_moments(values))
 
 
 def _replication(

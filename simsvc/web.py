@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 import logging
 import math
@@ -27,6 +25,7 @@ from . import (
     experiment_request,
     experiment_view,
     explore,
+    exports,
     jsontext,
     lockfile,
     runs,
@@ -69,6 +68,7 @@ QUERIES = {"compare": COMPARE_QUERY, "select": SELECT_QUERY}
 REPLAY_ROUTE = "replay"  # a GET that computes: it needs the token when one is set
 BAD_QUERY = "the query string is not valid"
 FLOAT_MAX = sys.float_info.max
+RESULT_FORMATS = ("json", "csv", "parquet")
 TRACE_FRAMES = 3  # frames of an unhandled error's traceback that go into its log line
 
 
@@ -176,6 +176,8 @@ async def problem_middleware(
         return problem(400, str(exc))
     except security.UnsupportedMediaType as exc:
         return problem(415, str(exc))
+    except exports.ParquetUnavailable as exc:
+        return problem(406, str(exc))
     except TooBusy as exc:
         return problem(429, str(exc), headers={"Retry-After": "1"})
     except db.NotFound as exc:
@@ -399,56 +401,55 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 
 async def run_results(request: web.Request) -> web.StreamResponse:
+    """A run's rows as JSON, CSV or Parquet, streamed batch by batch (see `exports`)."""
     run_id = path_id(request, "run_id")
+    fmt = _results_format(request)
+    database = request.app[DB]
+    if fmt == "parquet":
+        export = await exports.parquet_export(database, run_id)
+    elif fmt == "csv":
+        export = await exports.csv_export(database, run_id)
+    else:
+        export = await exports.json_export(database, run_id)
+    return await stream_export(request, export)
+
+
+def _results_format(request: web.Request) -> str:
+    """`?format=` if given, else the Accept header: CSV, Parquet, or JSON by default."""
     fmt = request.query.get("format")
-    if fmt not in (None, "json", "csv"):
-        raise BadRequest("format must be json or csv")
-    run = await request.app[DB].get_run(run_id)
-    rows = named_rows(run, await request.app[DB].run_results(run_id))
-    wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("Accept", ""))
-    if not wants_csv:
-        return json_response(rows)
-    return web.Response(
-        text=results_csv(rows),
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="run-{run_id}-results.csv"'},
+    if fmt is not None:
+        if fmt not in RESULT_FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(RESULT_FORMATS)}")
+        return fmt
+    accept = request.headers.get("Accept", "")
+    if exports.PARQUET_MEDIA_TYPE in accept:
+        return "parquet"
+    return "csv" if "text/csv" in accept else "json"
+
+
+async def stream_export(request: web.Request, export: exports.Export) -> web.StreamResponse:
+    """Send an export as it is encoded; a failure midway cuts the connection short."""
+    disposition = "attachment" if export.content_type != "application/json" else "inline"
+    resp = web.StreamResponse(
+        headers={"Content-Disposition": f'{disposition}; filename="{export.filename}"'}
     )
-
-
-def named_rows(run: db.Run, rows: list[db.ResultRow]) -> list[dict[str, Any]]:
-    """A run's rows, each with the scenario name the run's snapshot recorded."""
-    names = {int(sid): e["scenario_name"] for sid, e in run["snapshot"].items()}
-    return [
-        {"scenario_id": r["scenario_id"], "scenario_name": names.get(r["scenario_id"], ""), **r}
-        for r in rows
-    ]
-
-
-def results_csv(rows: list[dict[str, Any]]) -> str:
-    """One line per replication; metrics become columns of their own."""
-    metric_keys = sorted({k for r in rows for k in r["metrics"]})
-    fixed = [
-        "scenario_id",
-        "scenario_name",
-        "replication",
-        "seed",
-        "total_labor_costs",
-        "ontime_delivery_rate",
-    ]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(fixed + metric_keys)
-    for row in rows:
-        metrics = row["metrics"]
-        writer.writerow([row[k] for k in fixed] + [_csv_cell(metrics.get(k)) for k in metric_keys])
-    return out.getvalue()
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return "" if value is None else value
+    resp.content_type = export.content_type
+    if export.content_type.startswith(("text/", "application/json")):
+        resp.charset = "utf-8"
+    await resp.prepare(request)
+    try:
+        async for piece in export.body:
+            await resp.write(piece)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        # The status line is gone: all that is left is not to end the body cleanly.
+        log_unhandled(request, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+    await resp.write_eof()
+    return resp
 
 
 # -- analysis: extend, resume, replay, compare, select --------------------------------

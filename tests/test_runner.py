@@ -30,7 +30,7 @@ class RecordingSink:
         self.lookups.append((first, last))
         return {(u, r) for u, r in self.stored_pairs if u in units and first <= r <= last}
 
-    async def results_ready(self, run_id: int, rows: list[sim.Replication]) -> None:
+    async def results_ready(self, run_id: int, rows: Sequence[sim.Replication]) -> None:
         self.rows.extend(rows)
 
     async def run_finished(
@@ -45,12 +45,14 @@ class HeldBackend:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.chunks: list[list[Pair]] = []
+        self.plans: list[sim.ScenarioPlan] = []
         self.results: list[asyncio.Future[Any]] = []
         self.submitted = asyncio.Condition()
 
     async def submit(self, fn: Callable[..., T], *args: Any) -> T:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.chunks.append(args[-1])  # runner.timed(simulate_chunk, plan, seed, chunk)
+        self.plans.append(args[-3])
         self.results.append(future)
         async with self.submitted:
             self.submitted.notify_all()
@@ -167,4 +169,17 @@ async def test_a_procedure_is_asked_until_it_finishes_and_its_reason_is_recorded
     pairs = sorted((r["scenario_id"], r["replication"]) for r in sink.rows)
     assert pairs == [(1, 1), (1, 2), (9, 5), (9, 5), (9, 6), (9, 6)]
     assert recorded == ["enough"]
+    await runner.close()
+
+
+async def test_a_chunk_ships_only_the_units_it_computes() -> None:
+    # A 10,000-point sweep must not pickle every point's params into every chunk.
+    backend = HeldBackend(workers=1)
+    runner = Runner(backend)
+    task = runner.start(job(8, RecordingSink(), 10_000, 1))
+    await backend.until(2)
+    for chunk, plan in zip(backend.chunks, backend.plans, strict=True):
+        assert set(plan) == {unit for unit, _ in chunk}
+    assert runner.cancel(8)
+    await task
     await runner.close()

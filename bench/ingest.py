@@ -1,0 +1,249 @@
+"""The storage path and the exports: this checkout against an earlier version, side by side.
+
+The earlier version (`BENCH_BASELINE`, by default the last commit before workers sent
+chunks ready to store) is extracted from git and served the same way, and the two are
+measured alternately in one invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from . import fanout, servers
+from .measures import (
+    Row,
+    Settings,
+    _probe,
+    create_scenarios,
+    mb,
+    median,
+    run_and_wait,
+    timed_run_until_event,
+    with_servers,
+)
+from .servers import Server
+
+BASELINE = os.environ.get("BENCH_BASELINE", "23a3abc")
+# What each stored row may cost the service, and the rates the service must sustain.
+LOOP_US_PER_ROW = 2.0
+INGEST_ROWS_PER_S = 250_000
+CSV_ROWS_PER_S = 500_000
+EXPORT_RSS_BYTES = 50 * 2**20
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f}"
+
+
+@dataclass
+class Ingest:
+    rows_per_s: float
+    loop_us: float
+    process_us: float
+
+
+async def _ingest_once(
+    session: aiohttp.ClientSession, server: Server, ids: list[int], reps: int
+) -> Ingest:
+    loop_before, process_before = servers.thread_cpu_s(server.pid)
+    seconds = await timed_run_until_event(
+        session, server, scenario_ids=ids, replications=reps, seed=reps
+    )
+    loop_after, process_after = servers.thread_cpu_s(server.pid)
+    rows = len(ids) * reps
+    return Ingest(
+        rows / seconds,
+        (loop_after - loop_before) / rows * 1e6,
+        (process_after - process_before) / rows * 1e6,
+    )
+
+
+async def ingest(settings: Settings) -> list[Row]:
+    """3 x 100,000 `uniform` replications, 2 process workers: rows/s and service CPU per row."""
+    reps = 100_000 if not settings.quick else 10_000
+    source = servers.baseline_source(settings.workdir, BASELINE)
+    new = servers.simsvc(settings.workdir)
+    old = servers.simsvc(settings.workdir, source=source)
+
+    async def body() -> list[Row]:
+        seen: dict[str, list[Ingest]] = {"new": [], "old": []}
+        async with aiohttp.ClientSession() as session:
+            ids = {
+                name: await create_scenarios(session, s.url, 3, "uniform", "uniform")
+                for name, s in (("new", new), ("old", old))
+            }
+            for _ in range(settings.repeats):
+                for name, server in (("new", new), ("old", old)):
+                    seen[name].append(await _ingest_once(session, server, ids[name], reps))
+        mine, before = seen["new"], seen["old"]
+        rate = median([i.rows_per_s for i in mine])
+        old_rate = median([i.rows_per_s for i in before])
+        loop_us = median([i.loop_us for i in mine])
+        return [
+            Row(
+                f"ingest, 3 x {reps:,} `uniform`, 2 process workers (rows/s)",
+                f"{rate:,.0f}",
+                f"{BASELINE} {old_rate:,.0f}",
+                f"{rate / old_rate:.1f}x",
+                f">= {INGEST_ROWS_PER_S:,}",
+                rate >= INGEST_ROWS_PER_S,
+                f"POST to run.completed; {load()} after it",
+            ),
+            Row(
+                "service CPU per stored row: event loop (main thread) / whole process",
+                f"{loop_us:.2f} / {median([i.process_us for i in mine]):.2f} µs",
+                f"{BASELINE} {median([i.loop_us for i in before]):.2f}"
+                f" / {median([i.process_us for i in before]):.2f} µs",
+                "",
+                f"loop <= {LOOP_US_PER_ROW:g} µs",
+                loop_us <= LOOP_US_PER_ROW,
+                "CPU seconds of the service process (not its workers) over the run, per row;"
+                " the whole process includes aiosqlite's thread and the pool's threads",
+            ),
+        ]
+
+    return await with_servers([new, old], body)
+
+
+async def scaling_warehouse(settings: Settings) -> list[Row]:
+    """3 x 5,000 `warehouse`: 2 workers against 1, this checkout and the baseline."""
+    reps = 5000 if not settings.quick else 500
+    source = servers.baseline_source(settings.workdir, BASELINE)
+    systems = {
+        (version, workers): servers.simsvc(settings.workdir, workers=workers, source=src)
+        for version, src in (("new", None), ("old", source))
+        for workers in (1, 2)
+    }
+
+    async def body() -> list[Row]:
+        times: dict[tuple[str, int], list[float]] = {key: [] for key in systems}
+        async with aiohttp.ClientSession() as session:
+            for _ in range(settings.repeats):
+                for key, server in systems.items():
+                    seconds = await timed_run_until_event(session, server, replications=reps)
+                    times[key].append(seconds)
+
+        def speedup(version: str) -> float:
+            pairs = zip(times[version, 1], times[version, 2], strict=True)
+            return median([one / two for one, two in pairs])
+
+        new, old = speedup("new"), speedup("old")
+        return [
+            Row(
+                f"end to end, 3 x {reps:,} `warehouse`: 2 process workers vs 1",
+                f"{new:.2f}x ({3 * reps / median(times['new', 2]):,.0f} rep/s)",
+                f"{BASELINE} {old:.2f}x ({3 * reps / median(times['old', 2]):,.0f} rep/s)",
+                "",
+                ">= 1.9x",
+                new >= 1.9,
+                f"POST to run.completed; {load()} after it",
+            )
+        ]
+
+    return await with_servers(list(systems.values()), body)
+
+
+# -- exports --------------------------------------------------------------------------
+
+
+@dataclass
+class Exported:
+    rows_per_s: float
+    rss_growth: int
+    health_p50_ms: float
+    health_p99_ms: float
+    size: int
+
+
+async def _sample_rss(server: Server, until: asyncio.Future[object]) -> int:
+    peak = server.rss_bytes()
+    while not until.done():
+        peak = max(peak, server.rss_bytes())
+        await asyncio.sleep(0.02)
+    return peak
+
+
+async def _export_once(
+    session: aiohttp.ClientSession, server: Server, run_id: int, fmt: str, rows: int
+) -> Exported:
+    before = server.rss_bytes()
+    done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    sampler = asyncio.ensure_future(_sample_rss(server, done))
+    prober = asyncio.ensure_future(_probe(session, server.url + "/api/health", done))
+    began = time.perf_counter()
+    size = 0
+    try:
+        url = f"{server.url}/api/simulations/{run_id}/results?format={fmt}"
+        async with session.get(url) as resp:
+            resp.raise_for_status()
+            async for piece in resp.content.iter_chunked(1 << 18):
+                size += len(piece)
+        seconds = time.perf_counter() - began
+    finally:
+        done.set_result(None)
+    peak, health = await sampler, await prober
+    return Exported(
+        rows / seconds,
+        peak - before,
+        median(health) * 1e3,
+        fanout.percentile(health, 0.99) * 1e3,
+        size,
+    )
+
+
+async def exports(settings: Settings) -> list[Row]:
+    """1,000,000 stored rows exported as CSV, JSON and Parquet; CSV also by the baseline."""
+    scenarios, reps = (10, 100_000) if not settings.quick else (10, 10_000)
+    rows = scenarios * reps
+    db_path = settings.workdir / "exports.db"
+    new = servers.simsvc(settings.workdir, db_path=db_path)
+    source = servers.baseline_source(settings.workdir, BASELINE)
+    old = servers.simsvc(settings.workdir, source=source, db_path=db_path)
+    out: list[Row] = []
+    async with aiohttp.ClientSession() as session:
+        await new.start()
+        try:
+            ids = await create_scenarios(session, new.url, scenarios, "uniform", "uniform")
+            run, _ = await run_and_wait(session, new.url, scenario_ids=ids, replications=reps)
+            for fmt in ("csv", "json", "parquet"):
+                got = await _export_once(session, new, run["run_id"], fmt, rows)
+                out.append(_export_row(fmt, rows, got))
+        finally:
+            await new.stop()
+        await old.start()  # the same database file, served by the earlier version
+        try:
+            got = await _export_once(session, old, run["run_id"], "csv", rows)
+            out.append(_export_row("csv", rows, got, BASELINE))
+        finally:
+            await old.stop()
+    return out
+
+
+def _export_row(fmt: str, rows: int, got: Exported, version: str = "") -> Row:
+    target = ""
+    met: bool | None = None
+    if not version:
+        csv_ok = fmt != "csv" or got.rows_per_s >= CSV_ROWS_PER_S
+        target = f"RSS < {mb(EXPORT_RSS_BYTES)}, health p99 < 50 ms"
+        target += f", >= {CSV_ROWS_PER_S:,} rows/s" if fmt == "csv" else ""
+        met = csv_ok and got.rss_growth < EXPORT_RSS_BYTES and got.health_p99_ms < 50
+    who = f" ({version})" if version else ""
+    return Row(
+        f"export of {rows:,} rows as {fmt}{who}: rows/s; RSS growth; /api/health p50 / p99",
+        f"{got.rows_per_s:,.0f}; {mb(got.rss_growth)};"
+        f" {got.health_p50_ms:.1f} / {got.health_p99_ms:.1f} ms",
+        "",
+        "",
+        target or "report",
+        met,
+        f"{mb(got.size)} sent; `uniform` rows; {load()} after it",
+    )
+
+
+STORAGE_MEASURES = {"ingest": ingest, "scaling-warehouse": scaling_warehouse, "exports": exports}

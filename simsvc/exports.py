@@ -1,0 +1,319 @@
+"""Result exports: a run's rows as JSON, CSV or Parquet, streamed in batches.
+
+An export never holds a whole run: `db.Database.export_batches` reads a few thousand
+rows at a time (one short query each), each batch is encoded in a worker thread, and the
+bytes go out before the next batch is read, so memory stays the same whatever the run's
+size and the event loop only passes bytes along. The rows are those stored when the
+export began.
+
+The formats are those of the first, whole-answer implementation, cell for cell:
+- JSON: a list of `{"scenario_id", "replication", "seed", "total_labor_costs",
+  "ontime_delivery_rate", "metrics"}` objects;
+- CSV: the fixed columns, then one column per metrics key (sorted); a value as Python's
+  csv module writes what `json.loads` gives, an object or list as its JSON text, and an
+  empty cell for null or absent;
+- Parquet (optional extra `simsvc[parquet]`): the same columns, typed; a metrics key
+  whose values mix types, or hold objects or lists, is a string column of JSON text.
+
+The CSV columns are `CSV_FIXED` and then the metrics: a column is added by adding to
+both `CSV_FIXED` and the SELECT in `db.Database.export_batches`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import db, jsontext
+
+CSV_FIXED = (
+    "scenario_id",
+    "scenario_name",
+    "replication",
+    "seed",
+    "total_labor_costs",
+    "ontime_delivery_rate",
+)
+FIXED_COLUMNS = len(CSV_FIXED)
+JSON_ROW = (
+    '{"scenario_id": %d, "scenario_name": %s, "replication": %d, "seed": %s,'
+    ' "total_labor_costs": %r, "ontime_delivery_rate": %r, "metrics": %s}'
+)
+CONTAINERS = frozenset({"object", "array"})
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+
+Batch = list[tuple[Any, ...]]
+
+
+class ParquetUnavailable(Exception):
+    """Parquet was asked for, but pyarrow (the `parquet` extra) is not installed."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """What an export sends: its media type and its body, piece by piece."""
+
+    content_type: str
+    filename: str
+    body: AsyncIterator[bytes]
+
+
+def _plan(keys: dict[str, set[str]], form: db.MetricForm) -> list[tuple[str, db.MetricForm]]:
+    return [(key, form) for key in sorted(keys)]
+
+
+async def _encoded(
+    batches: AsyncIterator[Batch], encode: Callable[[Batch], bytes]
+) -> AsyncIterator[bytes]:
+    """Each batch encoded in a worker thread: the event loop only passes the bytes on."""
+    async for batch in batches:
+        yield await asyncio.to_thread(encode, batch)
+
+
+# -- JSON -----------------------------------------------------------------------------
+
+
+async def scenario_names(database: db.Database, run_id: int) -> dict[int, str]:
+    """Each scenario's name as the run recorded it; 0 stands for a scenario it lacks."""
+    run = await database.get_run(run_id)
+    names = {int(sid): str(e["scenario_name"]) for sid, e in run["snapshot"].items()}
+    return {0: "", **names}
+
+
+async def json_export(database: db.Database, run_id: int) -> Export:
+    names = {k: jsontext.dumps(v) for k, v in (await scenario_names(database, run_id)).items()}
+    bound = await database.export_bound(run_id)
+    batches = database.export_batches(run_id, bound, names, [("", "metrics")])
+    return Export("application/json", f"run-{run_id}-results.json", _json_body(batches))
+
+
+async def _json_body(batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
+    yield b"["
+    first = True
+    async for piece in _encoded(batches, _json_rows):
+        yield piece if first else b", " + piece
+        first = False
+    yield b"]"
+
+
+def _json_rows(batch: Batch) -> bytes:
+    """Rows as JSON objects; the stored metrics JSON is copied as it is."""
+    text = ", ".join([JSON_ROW % (*row[:3], _json_seed(row[3]), *row[4:]) for row in batch])
+    if "NaN" in text or "Infinity" in text:
+        # A plug-in's nested non-finite float was stored as Python writes it: not JSON.
+        return _json_rows_checked(batch)
+    return text.encode("utf-8")
+
+
+def _json_seed(seed: int | None) -> str:
+    return "null" if seed is None else str(seed)
+
+
+def _json_rows_checked(batch: Batch) -> bytes:
+    rows = [
+        dict(
+            zip(
+                (*CSV_FIXED, "metrics"),
+                (row[0], json.loads(row[1]), *row[2:FIXED_COLUMNS], json.loads(row[-1])),
+                strict=True,
+            )
+        )
+        for row in batch
+    ]
+    return jsontext.dumps(rows)[1:-1].encode("utf-8")
+
+
+# -- CSV ------------------------------------------------------------------------------
+
+
+async def csv_export(database: db.Database, run_id: int) -> Export:
+    scenarios = await scenario_names(database, run_id)
+    keys = await database.export_metric_keys(run_id)
+    bound = await database.export_bound(run_id)
+    names = sorted(keys)
+    header = _csv_text([(*CSV_FIXED, *names)])
+    if all(db.export_safe_key(k) for k in names):
+        # Containers come as JSON text and are re-written as json.dumps writes them.
+        plan: list[tuple[str, db.MetricForm]] = [
+            (k, "json" if keys[k] & CONTAINERS else "cell") for k in names
+        ]
+        fix = [FIXED_COLUMNS + i for i, (_, form) in enumerate(plan) if form == "json"]
+        batches = database.export_batches(run_id, bound, scenarios, plan)
+        body = _csv_body(header, _encoded(batches, lambda b: _csv_cells(b, fix)))
+    else:
+        # A key SQLite's JSON paths cannot name: read whole metrics objects instead.
+        batches = database.export_batches(run_id, bound, scenarios, [("", "metrics")])
+        body = _csv_body(header, _encoded(batches, lambda b: _csv_from_metrics(b, names)))
+    return Export("text/csv", f"run-{run_id}-results.csv", body)
+
+
+async def _csv_body(header: bytes, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield header
+    async for piece in pieces:
+        yield piece
+
+
+def _csv_text(rows: Sequence[Sequence[Any]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def _csv_cells(batch: Batch, containers: list[int]) -> bytes:
+    if containers:
+        batch = [_fix_containers(row, containers) for row in batch]
+    return _csv_text(batch)
+
+
+def _fix_containers(row: tuple[Any, ...], columns: list[int]) -> tuple[Any, ...]:
+    cells = list(row)
+    for i in columns:
+        cells[i] = "" if cells[i] is None else csv_cell(json.loads(cells[i]))
+    return tuple(cells)
+
+
+def _csv_from_metrics(batch: Batch, names: list[str]) -> bytes:
+    rows = []
+    for row in batch:
+        metrics = json.loads(row[FIXED_COLUMNS])
+        rows.append([*row[:FIXED_COLUMNS], *(csv_cell(metrics.get(k)) for k in names)])
+    return _csv_text(rows)
+
+
+def csv_cell(value: Any) -> Any:
+    """A metrics value as the CSV export writes it."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return "" if value is None else value
+
+
+# -- Parquet --------------------------------------------------------------------------
+
+# The Parquet type of a metrics key, by the JSON types its values take (null aside).
+_PARQUET_TYPES: dict[frozenset[str], str] = {
+    frozenset({"integer"}): "int64",
+    frozenset({"real"}): "float64",
+    frozenset({"integer", "real"}): "float64",
+    frozenset({"true"}): "bool",
+    frozenset({"false"}): "bool",
+    frozenset({"true", "false"}): "bool",
+    frozenset({"text"}): "string",
+}
+
+
+def parquet_available() -> bool:
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def parquet_export(database: db.Database, run_id: int) -> Export:
+    """Row groups of one batch each; numbers parsed from the stored JSON text exactly."""
+    if not parquet_available():
+        raise ParquetUnavailable(
+            "Parquet needs pyarrow, which is not installed: pip install 'simsvc[parquet]'"
+        )
+    scenarios = await scenario_names(database, run_id)
+    keys = await database.export_metric_keys(run_id)
+    bound = await database.export_bound(run_id)
+    names = sorted(keys)
+    if not all(db.export_safe_key(k) for k in names):
+        raise ParquetUnavailable("a metrics key holds a double quote, which Parquet export lacks")
+    types = [_PARQUET_TYPES.get(frozenset(keys[k] - {"null"}), "json") for k in names]
+    plan: list[tuple[str, db.MetricForm]] = [
+        (k, "text" if t == "string" else "json") for k, t in zip(names, types, strict=True)
+    ]
+    writer = _ParquetWriter(names, types)
+    batches = database.export_batches(run_id, bound, scenarios, plan)
+    return Export(PARQUET_MEDIA_TYPE, f"run-{run_id}-results.parquet", writer.body(batches))
+
+
+class _ParquetWriter:
+    """One Parquet file written batch by batch; each piece is what the batch added."""
+
+    def __init__(self, names: list[str], types: list[str]) -> None:
+        import pyarrow as pa
+
+        self._names = names
+        self._types = types
+        fixed = [
+            pa.field("scenario_id", pa.int64(), nullable=False),
+            pa.field("scenario_name", pa.string(), nullable=False),
+            pa.field("replication", pa.int64(), nullable=False),
+            pa.field("seed", pa.int64()),
+            pa.field("total_labor_costs", pa.float64(), nullable=False),
+            pa.field("ontime_delivery_rate", pa.float64(), nullable=False),
+        ]
+        kinds = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+        pairs = zip(names, types, strict=True)
+        metrics = [pa.field(name, kinds.get(kind, pa.string())) for name, kind in pairs]
+        self._schema = pa.schema(fixed + metrics)
+        self._sink = _Pieces()
+        self._writer: Any = None
+
+    async def body(self, batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
+        async for piece in _encoded(batches, self._write):
+            yield piece
+        yield await asyncio.to_thread(self._close)
+
+    def _write(self, batch: Batch) -> bytes:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd")
+        columns = list(zip(*batch, strict=True))
+        fixed = zip(columns[:FIXED_COLUMNS], self._schema, strict=False)
+        arrays = [pa.array(column, type=field.type) for column, field in fixed]
+        for column, kind in zip(columns[FIXED_COLUMNS:], self._types, strict=True):
+            text = pa.array(column, type=pa.string())
+            if kind in ("int64", "float64"):
+                arrays.append(pc.cast(text, kind))  # exact: the JSON text Python wrote
+            elif kind == "bool":
+                arrays.append(pc.equal(text, "true"))
+            else:
+                arrays.append(text)
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+        return self._sink.take()
+
+    def _close(self) -> bytes:
+        if self._writer is None:  # no rows: still a valid, empty file
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd")
+        self._writer.close()
+        return self._sink.take()
+
+
+class _Pieces(io.RawIOBase):
+    """A write-only file that hands out what was written since it was last asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        piece = bytes(data)
+        self._parts.append(piece)
+        self._position += len(piece)
+        return len(piece)
+
+    def tell(self) -> int:
+        return self._position
+
+    def take(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
