@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import db, sim
-from .runner import Batch, Finish
+from .runner import Batch, Finish, PlainProcedure
 from .selection import Batch as Planned
 from .selection import FloatArray, Problem, Sequential
 
@@ -35,18 +35,8 @@ if TYPE_CHECKING:
 SEARCH_BATCH = 4  # trials asked at once: fixed, so the answer does not depend on workers
 
 
-class SweepProcedure:
+class SweepProcedure(PlainProcedure):
     """Replications 1..n of every point, then finish."""
-
-    def __init__(self, point_ids: Sequence[int], replications: int) -> None:
-        self._batch = Batch(tuple(point_ids), 1, replications)
-        self._asked = False
-
-    async def next_batch(self) -> Sequence[Batch] | Finish:
-        if self._asked:
-            return Finish()
-        self._asked = True
-        return [self._batch]
 
     def outcome(self) -> dict[str, Any]:
         return {}

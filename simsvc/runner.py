@@ -69,6 +69,20 @@ class Procedure(Protocol):
     async def next_batch(self) -> Sequence[Batch] | Finish: ...
 
 
+class PlainProcedure:
+    """Replications 1..n of every unit, then finish."""
+
+    def __init__(self, units: Sequence[int], replications: int) -> None:
+        self._batch = Batch(tuple(units), 1, replications)
+        self._asked = False
+
+    async def next_batch(self) -> Sequence[Batch] | Finish:
+        if self._asked:
+            return Finish()
+        self._asked = True
+        return [self._batch]
+
+
 class RunSink(Protocol):
     """What the runner reports to: storage and broadcasting live behind it."""
 

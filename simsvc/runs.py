@@ -45,7 +45,7 @@ import numpy as np
 from . import __version__, analysis, db, sim
 from .hub import Hub
 from .openapi import MAX_REPLICATIONS
-from .runner import Batch, Finish, Job, Pair, Procedure, Runner
+from .runner import Batch, Finish, Job, Pair, PlainProcedure, Procedure, Runner
 from .schema import FieldError, InvalidInput
 from .stats import AggregateCache
 
@@ -132,20 +132,6 @@ class RunResults:
 
     async def rows(self) -> list[db.ResultRow]:
         return await self.db.run_results(self.run_id)
-
-
-class PlainProcedure:
-    """Replications 1..n of every unit, then finish."""
-
-    def __init__(self, units: Sequence[int], replications: int) -> None:
-        self._batch = Batch(tuple(units), 1, replications)
-        self._asked = False
-
-    async def next_batch(self) -> Sequence[Batch] | Finish:
-        if self._asked:
-            return Finish()
-        self._asked = True
-        return [self._batch]
 
 
 class PrecisionProcedure:

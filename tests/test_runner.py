@@ -8,8 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from simsvc import sim
-from simsvc.runner import Batch, Finish, Job, Pair, Runner
-from simsvc.runs import PlainProcedure
+from simsvc.runner import Batch, Finish, Job, Pair, PlainProcedure, Runner
 
 T = TypeVar("T")
 

@@ -11,8 +11,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from simsvc import sim
-from simsvc.runner import PROBE_REPLICATIONS, Job, Runner
-from simsvc.runs import PlainProcedure
+from simsvc.runner import PROBE_REPLICATIONS, Job, PlainProcedure, Runner
 from simsvc.web import Config, create_app
 
 from .conftest import Client, start_run, wait_for_run
