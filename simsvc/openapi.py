@@ -1013,6 +1013,7 @@ def build_spec(models: Mapping[str, Model]) -> dict[str, Any]:
             "title": "simsvc",
             "version": __version__,
             "description": (
+                "[← Back to the dashboard](/)\n\n"
                 "Runs simulation experiments: scenarios x replications in the background, "
                 "every replication committed to SQLite, per-scenario statistics with 95% "
                 "Student-t intervals, and live updates over WebSocket (`/ws/results` sends "

@@ -73,3 +73,7 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# The browser tests' fixtures: a live server, chromium, and a watcher of the page console.
+from .browser_support import browser, console, open_page, server  # noqa: E402, F401

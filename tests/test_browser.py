@@ -1,222 +1,29 @@
-"""The dashboard in a real browser, against a live `python -m simsvc`.
-
-Debian's chromium, driven by Playwright. Without the browser these tests skip, except
-under CI=true, where a missing browser is a failure.
+"""The dashboard in a real browser, against a live `python -m simsvc`: the story of a
+planner's session, the run bar, forms, languages, the offline state and the sign-in.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-import pytest
-import requests
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from .browser_support import (
+    ARTIFACTS,
+    WAIT_MS,
+    Console,
+    OpenPage,
+    Server,
+    axe_violations,
+    screenshot,
+    start_run_from_form,
+    wait_until_ended,
+)
 from .conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    # Without these, chromium keeps calling home, which this kind of machine refuses.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-STARTUP_LIMIT_S = 20.0
-WAIT_MS = 15_000
-
-
-def chromium_path() -> str:
-    """The system chromium, or skip (fail under CI) when there is none."""
-    found = os.environ.get("SIMSVC_CHROMIUM") or shutil.which("chromium")
-    if found and Path(found).is_file():
-        return found
-    message = f"no chromium at {found}" if found else "chromium is not installed (apt install)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-# -- the server -----------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    port: int
-    db_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log_path = self.db_path.with_suffix(".log")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "simsvc",
-                    "--port",
-                    str(self.port),
-                    "--db",
-                    str(self.db_path),
-                ],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_until_healthy()
-
-    def _wait_until_healthy(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + STARTUP_LIMIT_S
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/api/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            # Waiting on the process paces the retries and notices a crash at once.
-            try:
-                self.proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                continue
-            break
-        self.stop()
-        raise AssertionError(f"simsvc did not come up:\n{self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def api(self, method: str, path: str, body: Any = None) -> requests.Response:
-        return requests.request(method, f"{self.url}{path}", json=body, timeout=10)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    live = Server(free_port(), tmp_path_factory.mktemp("browser") / "simsvc.db")
-    live.start()
-    yield live
-    live.stop()
-
-
-# -- the browser ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = chromium_path()
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-class Console:
-    """Console errors and uncaught exceptions of every page a test opens."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.expected: list[re.Pattern[str]] = []
-
-    def watch(self, page: Page) -> None:
-        page.on("console", self._on_console)
-        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
-
-    def _on_console(self, msg: ConsoleMessage) -> None:
-        if msg.type in ("error", "warning"):
-            self.errors.append(f"{msg.type}: {msg.text} ({msg.location.get('url')})")
-
-    def expect(self, pattern: str) -> None:
-        """Allow one kind of message, e.g. the network log of a deliberately refused request."""
-        self.expected.append(re.compile(pattern))
-
-    def unexpected(self) -> list[str]:
-        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
-
-
-@pytest.fixture
-def console() -> Iterator[Console]:
-    watcher = Console()
-    yield watcher
-    assert watcher.unexpected() == []
-
-
-OpenPage = Callable[..., Page]
-
-
-@pytest.fixture
-def open_page(browser: Browser, server: Server, console: Console) -> Iterator[OpenPage]:
-    """Open the dashboard in a fresh context and wait until its socket is live."""
-    contexts = []
-
-    def open_(
-        locale: str = "en-US",
-        url: str | None = None,
-        routes: Mapping[str | re.Pattern[str], Callable[[Route], None]] | None = None,
-    ) -> Page:
-        context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        for pattern, handler in (routes or {}).items():
-            page.route(pattern, handler)
-        console.watch(page)
-        page.goto(f"{url or server.url}/")
-        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-
-
-def screenshot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def start_run_from_form(page: Page, replications: int, **advanced: str) -> int:
-    page.get_by_label("Replications per scenario").fill(str(replications))
-    if advanced:
-        page.get_by_text("Advanced: pacing and precision targets").click()
-        for label, value in advanced.items():
-            page.get_by_label(label).fill(value)
-    with page.expect_response(
-        lambda r: r.url.endswith("/api/simulations") and r.request.method == "POST"
-    ) as answer:
-        page.get_by_role("button", name="Start run").click()
-    assert answer.value.status == 202, answer.value.text()
-    run_id: int = answer.value.json()["run_id"]
-    return run_id
-
 
 # -- the story ------------------------------------------------------------------------
 
@@ -252,6 +59,9 @@ def test_story_create_scenario_run_and_watch_results_arrive_live(
     expect(page.locator("#scatter svg .point")).to_have_count(4)
     assert page.evaluate("window.notReloaded") is True
 
+    # Both tabs have the selection procedure's answers before their tables are compared.
+    for tab in (page, other):
+        expect(tab.locator("#best-list li[data-best]")).to_have_count(4)
     final_table = page.locator("#results-table").inner_text()
     assert re.search(r"夜勤 7名\s+200\s", final_table)
     final_rows = page.locator("#results-table tbody").text_content() or ""
@@ -297,18 +107,38 @@ def _epoch_ms(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000
 
 
-def test_cancel_button_stops_a_long_run(open_page: OpenPage, server: Server) -> None:
+def test_keyboard_user_cancels_a_run_while_progress_updates(
+    open_page: OpenPage, server: Server
+) -> None:
     page = open_page()
+    # A completed run before this one, which "latest" must not fall back to.
+    earlier = server.api("POST", "/api/simulations", {"scenario_ids": [1], "replications": 2})
+    wait_until_ended(page, earlier.json()["run_id"])
     run_id = start_run_from_form(
         page, 1000, **{"Pause after each replication (seconds, for demos)": "0.05"}
     )
     item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
     expect(item).to_have_attribute("data-status", "running")
-    item.get_by_role("button", name=f"Cancel run #{run_id}").click()
+    cancel = item.get_by_role("button", name=f"Cancel run #{run_id}")
+    cancel.focus()
+    # The bar is pinned while a run goes on, with throughput and time left.
+    expect(page.locator("#live")).to_have_css("position", "sticky")
+    expect(item.locator(".rate")).to_contain_text("replications/s")
+    expect(item.locator(".eta")).to_contain_text("left")
+    # Several progress updates later the button still has the focus...
+    for _ in range(3):
+        seen = item.locator(".count").inner_text()
+        expect(item.locator(".count")).not_to_have_text(seen, timeout=WAIT_MS)
+    expect(cancel).to_be_focused()
+    # ...so the keyboard alone can cancel the run.
+    page.keyboard.press("Enter")
     expect(item).to_have_attribute("data-status", "cancelled")
-    expect(item.get_by_role("button")).to_have_count(0)
+    expect(item.get_by_role("button", name=f"Cancel run #{run_id}")).to_be_hidden()
+    expect(item.locator(".live-head")).to_be_focused()
     history = page.locator(f'#history-table tr[data-run-id="{run_id}"]')
     expect(history).to_contain_text("cancelled")
+    # The results stay on the run the user cancelled, not an older completed one.
+    wait_until_ended(page, run_id, "cancelled")
     run = server.api("GET", f"/api/simulations/{run_id}").json()
     assert run["status"] == "cancelled"
     assert run["done"] < run["total"]
@@ -334,30 +164,62 @@ def test_edit_and_delete_a_scenario_from_its_row(open_page: OpenPage, server: Se
     expect(page.get_by_label("編集用", exact=True)).to_have_count(0)
 
 
-def test_bad_input_shows_the_api_message_next_to_the_field(
+def test_a_refused_delete_is_explained_beside_its_button(
+    open_page: OpenPage, server: Server, console: Console
+) -> None:
+    console.expect(r"status of 409")
+    created = server.api("POST", "/api/scenarios", {"scenario_name": "結果あり"}).json()
+    sid = created["scenario_id"]
+    page = open_page()
+    run = server.api("POST", "/api/simulations", {"scenario_ids": [sid], "replications": 2})
+    wait_until_ended(page, run.json()["run_id"])
+    row = page.locator(f'#scenario-table tr[data-scenario-id="{sid}"]')
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete = row.get_by_role("button", name="Delete: 結果あり")
+    delete.click()
+    expect(row.locator(".row-error")).to_have_text(
+        "Cannot delete: runs have stored results for this scenario."
+    )
+    expect(delete).to_be_focused()
+    assert server.api("GET", f"/api/scenarios/{sid}").status_code == 200
+
+
+def test_every_bad_field_is_explained_at_once_in_plain_words(
     open_page: OpenPage, server: Server, console: Console
 ) -> None:
     console.expect(r"status of 422")
     page = open_page()
-    body = {"scenario_name": "不正な人数", "model": "warehouse", "params": {"workers": 0}}
+    body = {"scenario_name": "不正", "params": {"workers": 0, "shift_hours": 30}}
     refused = server.api("POST", "/api/scenarios", body)
     assert refused.status_code == 422
-    message = next(e["message"] for e in refused.json()["errors"] if e["field"] == "params.workers")
+    assert {e["field"] for e in refused.json()["errors"]} == {
+        "params.workers",
+        "params.shift_hours",
+    }
 
-    page.get_by_label("Scenario name").fill("不正な人数")
-    workers = page.get_by_label("Pickers on the shift")
-    workers.fill("0")
+    page.get_by_label("Scenario name").fill("不正")
+    page.get_by_label("Pickers on the shift").fill("0")
+    page.get_by_label("Shift length (hours)").fill("30")
     page.get_by_role("button", name="Create scenario").click()
-    expect(page.locator('[id="err-scenario-params.workers"]')).to_have_text(message)
-    expect(workers).to_have_attribute("aria-invalid", "true")
+    expect(page.locator('[id="err-scenario-params.workers"]')).to_have_text("Must be at least 1.")
+    expect(page.locator('[id="err-scenario-params.shift_hours"]')).to_have_text(
+        "Must be at most 24."
+    )
+    expect(page.get_by_label("Pickers on the shift")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#scenario-form-error")).to_be_empty()
 
     page.get_by_label("Replications per scenario").fill("0")
+    page.get_by_label("Seed (blank: random)").fill("-1")
     page.get_by_role("button", name="Start run").click()
-    expect(page.locator("#err-run-replications")).to_contain_text("less than the minimum of 1")
+    expect(page.locator("#err-run-replications")).to_have_text("Must be at least 1.")
+    expect(page.locator("#err-run-seed")).to_have_text("Must be at least 0.")
     screenshot(page, "dashboard-bad-input")
+
+    page.get_by_label("Language").select_option("ja")
+    page.get_by_role("button", name="実行開始").click()
+    expect(page.locator("#err-run-replications")).to_have_text("1 以上にしてください。")
     names = [s["scenario_name"] for s in server.api("GET", "/api/scenarios").json()]
-    assert "不正な人数" not in names
+    assert "不正" not in names
 
 
 def test_precision_targets_are_sent_only_when_filled_and_errors_land_beside_them(
@@ -366,34 +228,32 @@ def test_precision_targets_are_sent_only_when_filled_and_errors_land_beside_them
     console.expect(r"status of 422")
     page = open_page()
     sent: list[dict[str, Any]] = []
-    field_name = "precision.targets.total_labor_costs"
-
-    def refuse(route: Route) -> None:
-        sent.append(json.loads(route.request.post_data or "{}"))
-        problem = {"type": "about:blank", "title": "Unprocessable Content", "status": 422}
-        problem |= {"detail": "invalid", "errors": [{"field": field_name, "message": "too wide"}]}
-        route.fulfill(status=422, content_type="application/problem+json", body=json.dumps(problem))
-
-    page.route("**/api/simulations", refuse)
-    page.get_by_role("button", name="Start run").click()
-    slot = page.locator(f'[id="err-run-{field_name}"]')
-    expect(slot).to_have_text("too wide")
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(json.loads(r.post_data or "{}"))
+            if r.url.endswith("/api/simulations") and r.method == "POST"
+            else None
+        ),
+    )
+    page.get_by_label("Replications per scenario").fill("0")
+    with page.expect_response("**/api/simulations"):
+        page.get_by_role("button", name="Start run").click()
     page.get_by_text("Advanced: pacing and precision targets").click()
     target = page.get_by_label("Target for Total labor costs", exact=True)
-    target.fill("0.01")
+    target.fill("-0.01")
     page.get_by_label("Maximum replications").fill("500")
-    with page.expect_request("**/api/simulations"):
+    with page.expect_response("**/api/simulations") as answer:
         page.get_by_role("button", name="Start run").click()
-    expect(slot).to_have_text("too wide")
+    assert answer.value.status == 422
+    slot = page.locator('[id="err-run-precision.targets.total_labor_costs"]')
+    expect(slot).to_have_text("Must be more than 0.")
     expect(target).to_have_attribute("aria-invalid", "true")
     assert "precision" not in sent[0]
     assert sent[1]["precision"] == {
-        "targets": {"total_labor_costs": {"relative_half_width": 0.01}},
+        "targets": {"total_labor_costs": {"relative_half_width": -0.01}},
         "max_replications": 500,
     }
-
-
-COMPARE_URL = re.compile(r"/api/simulations/\d+/compare\?")
 
 
 def test_comparison_with_a_baseline_shows_the_server_answer(
@@ -426,64 +286,6 @@ def test_comparison_with_a_baseline_shows_the_server_answer(
     screenshot(page, "dashboard-comparison")
 
 
-def test_comparison_formats_differences_in_the_kpi_units(
-    open_page: OpenPage, server: Server
-) -> None:
-    spec = server.api("GET", "/openapi.json").json()
-    spec["paths"]["/api/simulations/{run_id}/compare"] = {"get": {}}
-    asked: list[tuple[int, int]] = []
-
-    def compare(route: Route) -> None:
-        url = urlparse(route.request.url)
-        baseline = int(parse_qs(url.query)["baseline"][0])
-        asked.append((int(url.path.split("/")[3]), baseline))
-        other = 2 if baseline == 1 else 1
-        rows = [
-            {"scenario_id": other, "kpi": "total_labor_costs", "n": 5, "mean_difference": 1650.0}
-            | {"paired_ci95": [1500.0, 1800.0], "welch_ci95": [1300.0, 2000.0], "verdict": "worse"},
-            {"scenario_id": other, "kpi": "ontime_delivery_rate", "n": 5}
-            | {"mean_difference": 0.12, "paired_ci95": [0.08, 0.16]}
-            | {"welch_ci95": [0.02, 0.22], "verdict": "better"},
-        ]
-        route.fulfill(json={"run_id": 0, "baseline": baseline, "comparisons": rows})
-
-    page = open_page(
-        routes={"**/openapi.json": lambda route: route.fulfill(json=spec), COMPARE_URL: compare}
-    )
-    run = server.api("POST", "/api/simulations", {"scenario_ids": [1, 2], "replications": 5})
-    run_id = run.json()["run_id"]
-    done = page.locator(f'#results[data-run-id="{run_id}"][data-status="completed"]')
-    expect(done).to_have_count(1)
-    section = page.locator("#compare")
-    expect(section).to_be_visible()
-    expect(section.locator("tbody tr")).to_have_count(2)
-    expect(section.locator("tbody")).to_contain_text("worse")
-    expect(section.locator("tbody")).to_contain_text("12.0%")
-    page.get_by_label("Baseline scenario").select_option(label="人員1名追加")
-    expect(section.locator("tbody tr").first).to_contain_text("現状シナリオ")
-    assert [b for r, b in asked if r == run_id] == [1, 2]
-
-
-def test_comparison_stays_hidden_when_the_server_has_none(
-    open_page: OpenPage, server: Server, console: Console
-) -> None:
-    console.expect(r"status of 404")
-    spec = server.api("GET", "/openapi.json").json()
-    spec["paths"]["/api/simulations/{run_id}/compare"] = {"get": {}}
-    page = open_page(
-        routes={
-            "**/openapi.json": lambda route: route.fulfill(json=spec),
-            COMPARE_URL: lambda route: route.fulfill(status=404, json={"status": 404}),
-        }
-    )
-    run = server.api("POST", "/api/simulations", {"scenario_ids": [1, 2], "replications": 5})
-    with page.expect_response(COMPARE_URL):
-        done = page.locator(f'#results[data-run-id="{run.json()["run_id"]}"]')
-        expect(done).to_have_attribute("data-status", "completed")
-    expect(page.locator("#compare")).to_be_hidden()
-    expect(page.locator("#results-table")).to_be_visible()
-
-
 def test_labels_follow_the_browser_language_and_the_switch(open_page: OpenPage) -> None:
     page = open_page(locale="ja-JP")
     expect(page.locator("html")).to_have_attribute("lang", "ja")
@@ -494,24 +296,133 @@ def test_labels_follow_the_browser_language_and_the_switch(open_page: OpenPage) 
     expect(page.get_by_role("button", name="Start run")).to_be_visible()
     expect(page.locator("html")).to_have_attribute("lang", "en")
     expect(page.get_by_label("Pickers on the shift")).to_be_visible()
+    # The model's description is Markdown: code spans, not backticks.
+    expect(page.locator("#model-description code").first).to_have_text("workers")
+    assert "`" not in page.locator("#model-description").inner_text()
 
 
-def test_page_reconnects_by_itself_after_a_server_restart(
+def test_offline_page_greys_out_says_so_and_resumes_the_interrupted_run(
     open_page: OpenPage, console: Console, server: Server
 ) -> None:
-    # The browser logs each refused reconnection attempt while the server is down.
+    # The browser logs each refused connection while the server is down.
     console.expect(r"WebSocket connection to .* failed")
+    console.expect(r"Failed to load resource: net::ERR_CONNECTION_REFUSED")
     page = open_page()
     page.get_by_label("Scenario name").fill("入力途中")
+    run_id = server.api(
+        "POST", "/api/simulations", {"replications": 2000, "pace_s": 0.05, "scenario_ids": [1]}
+    ).json()["run_id"]
+    item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
+    expect(item).to_have_attribute("data-status", "running")
     server.stop()
     expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    expect(page.locator("#offline")).to_contain_text("Server unreachable")
+    expect(page.locator("body")).to_have_class(re.compile(r"\boffline\b"))
+    # No button pretends that the stale run can still be cancelled.
+    expect(item.get_by_role("button", name=f"Cancel run #{run_id}")).to_be_hidden()
+    page.get_by_role("button", name="Start run").click()
+    expect(page.locator("#run-form-error")).to_contain_text("Server unreachable: nothing was sent")
+    screenshot(page, "dashboard-offline")
+
     server.start()
-    # The page's next attempt may be up to its longest backoff (10 s, plus jitter) away.
-    expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-    server.api("POST", "/api/scenarios", {"scenario_name": "再起動後"})
-    expect(page.locator("#scenario-table tbody")).to_contain_text("再起動後")
+    page.get_by_role("button", name="Retry now").click()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(page.locator("#offline")).to_be_hidden()
+    # The server marked the run interrupted; the page stays on it and offers to resume.
+    expect(item).to_have_attribute("data-status", "interrupted")
+    expect(page.locator("#results")).to_have_attribute("data-run-id", str(run_id))
+    item.get_by_role("button", name=f"Resume run #{run_id}").click()
+    expect(item).to_have_attribute("data-status", "running")
+    server.api("POST", f"/api/simulations/{run_id}/cancel")
+    expect(item).to_have_attribute("data-status", "cancelled")
     # A reconnect refreshes the data but leaves what the user was typing alone.
     expect(page.get_by_label("Scenario name")).to_have_value("入力途中")
+
+
+def test_sign_in_with_a_token_keeps_it_for_the_tab(
+    browser: Browser, server: Server, console: Console, tmp_path: Path
+) -> None:
+    console.expect(r"WebSocket connection to .* failed")
+    console.expect(r"status of 401")
+    guarded = Server(free_port(), tmp_path / "token.db", token="s3cret-token")
+    guarded.start()
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        console.watch(page)
+        page.goto(f"{guarded.url}/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "signin")
+        token = page.get_by_label("Access token")
+        expect(token).to_be_focused()
+        assert axe_violations(page) == []
+        token.fill("wrong")
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        expect(page.locator("#signin-reason")).to_contain_text("did not accept")
+        token.fill("s3cret-token")
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        expect(page.locator("#signin")).to_be_hidden()
+        # Changes carry the token: the server stores the scenario.
+        page.get_by_label("Scenario name").fill("トークンで作成")
+        page.get_by_role("button", name="Create scenario").click()
+        expect(page.locator("#scenario-table tbody")).to_contain_text("トークンで作成")
+        # The tab keeps the token across a reload; a new tab (another session) asks again.
+        page.reload()
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        other = browser.new_context().new_page()
+        console.watch(other)
+        other.goto(f"{guarded.url}/")
+        expect(other.locator("#signin")).to_be_visible()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.locator("#signin")).to_be_visible()
+        names = [s["scenario_name"] for s in guarded.api("GET", "/api/scenarios").json()]
+        assert "トークンで作成" in names
+        other.context.close()
+        context.close()
+    finally:
+        guarded.stop()
+
+
+def test_api_docs_link_back_to_the_dashboard(open_page: OpenPage, server: Server) -> None:
+    page = open_page()
+    page.get_by_role("link", name="API").click()
+    back = page.get_by_role("link", name="← Back to the dashboard")
+    # Swagger UI opens the description's links in a new tab.
+    with page.context.expect_page() as opened:
+        back.click()
+    dashboard = opened.value
+    expect(dashboard.locator("#connection")).to_have_attribute("data-state", "live")
+    assert dashboard.url == f"{server.url}/"
+
+
+def test_precision_run_shows_its_half_widths_against_the_targets(
+    open_page: OpenPage, server: Server
+) -> None:
+    page = open_page()
+    body = {
+        "scenario_ids": [1, 2],
+        "pace_s": 0.01,
+        "precision": {
+            "targets": {"total_labor_costs": {"relative_half_width": 0.001}},
+            "min_replications": 10,
+            "max_replications": 3000,
+        },
+    }
+    run_id = server.api("POST", "/api/simulations", body).json()["run_id"]
+    item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
+    precision = item.locator(".precision")
+    expect(precision).to_contain_text("per scenario (at most 3,000)")
+    expect(precision).to_contain_text("Total labor costs half-width")
+    # The bar counts towards the cap, so it only grows from batch to batch.
+    seen = []
+    for _ in range(4):
+        value = int(item.locator("progress").get_attribute("value") or 0)
+        seen.append(value)
+        expect(item.locator("progress")).not_to_have_attribute("value", str(value), timeout=WAIT_MS)
+    assert seen == sorted(seen)
+    assert item.locator("progress").get_attribute("max") == "6000"
+    server.api("POST", f"/api/simulations/{run_id}/cancel")
+    expect(item).to_have_attribute("data-status", "cancelled")
 
 
 def test_api_docs_render_with_nothing_from_the_network(

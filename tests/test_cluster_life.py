@@ -118,6 +118,8 @@ async def test_service_reconnects_after_the_scheduler_restarts(
         async with worker(second.address):
             after = await wait_for_run(client, waiting["run_id"])
             assert (after["status"], after["done"]) == ("completed", 18), after["error"]
+            # The run may end before the watcher's next look at the cluster sees the worker.
+            await until(backend, lambda: backend.status()["state"] == "connected")
             answer = await health(client)
             assert answer["status"] == "ok"
             assert answer["executor"] | {"since": None} == {
