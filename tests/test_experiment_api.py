@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from simsvc import db, sim
+from simsvc import db, sim, web
 from simsvc.web import Config, create_app
 
 from .conftest import Client, MakeClient, start_run, wait_for_run
@@ -135,6 +135,40 @@ async def test_results_are_rows_with_the_params_as_columns_in_json_and_csv(clien
     assert table[0]["workers"] == str(rows[0]["workers"])
     assert float(table[0]["total_labor_costs"]) == rows[0]["total_labor_costs"]
     assert "mean_wait_minutes" in table[0]  # metrics are columns too
+
+
+async def test_results_stream_in_batches_with_the_same_content_as_one_batch(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view, _ = await run_to_end(client, SWEEP)
+    path = f"/api/experiments/{view['experiment_id']}/results"
+    encode = web._experiment_rows_text
+    batches: list[int] = []
+
+    def encode_spy(rows: list[db.ExperimentRow], *rest: Any) -> bytes:
+        batches.append(len(rows))
+        return encode(rows, *rest)
+
+    monkeypatch.setattr(web, "_experiment_rows_text", encode_spy)
+    answers: dict[int, tuple[str, str]] = {}
+    for batch_rows in (1_000_000, 5, 1):  # one batch; several, the last one short; one a row
+        monkeypatch.setattr(db, "EXPORT_BATCH_ROWS", batch_rows)
+        batches.clear()
+        text = await (await client.get(path)).text()
+        table = await (await client.get(path, params={"format": "csv"})).text()
+        answers[batch_rows] = (text, table)
+        assert sum(batches) == 2 * 36
+        assert max(batches) == min(batch_rows, 36), batches  # read and sent a batch at a time
+    whole_json, whole_csv = answers[1_000_000]
+    rows = json.loads(whole_json)
+    assert len(rows) == 36
+    assert [(r["replication"], r["point_id"]) for r in rows] == sorted(
+        (r, p) for r in range(1, 5) for p in range(1, 10)
+    )
+    assert whole_csv.count("point_id,") == 1  # one header line
+    assert len(list(csv.DictReader(io.StringIO(whole_csv)))) == 36
+    for batch_rows in (5, 1):
+        assert answers[batch_rows] == (whole_json, whole_csv), batch_rows
 
 
 async def test_latin_hypercube_puts_one_point_in_each_stratum_and_repeats_with_the_seed(

@@ -206,3 +206,37 @@ async def test_an_export_holds_one_batch_in_memory_whatever_the_run_size(
         # batch of 1,000 and the buffers of both ends of the socket take about 1 MB.
         assert size > 1_500_000
         assert peak < 3_000_000, (fmt, peak, size)
+
+
+@pytest.mark.usefixtures("small_batches")
+@pytest.mark.parametrize("safe_keys", [True, False], ids=["sql-cells", "whole-metrics"])
+async def test_a_null_or_absent_metric_is_an_empty_csv_cell_never_none(
+    aiohttp_client: AiohttpClient,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    safe_keys: bool,
+) -> None:
+    # Checked against the stored rows directly, not through `exports.csv_cell`, so a
+    # change to how the export writes a null cannot change what the test expects.
+    if not safe_keys:
+        monkeypatch.setattr(db, "export_safe_key", lambda key: False)
+    client, run_id = await _odd_run(aiohttp_client, config, 20)
+    stored = {
+        (r["scenario_id"], r["replication"]): r["metrics"]
+        for r in await client.app[DB].run_results(run_id)
+    }
+    text = await (await client.get(f"/api/simulations/{run_id}/results?format=csv")).text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(stored) == 40
+    assert "None" not in text
+    absent = 0
+    for row in rows:
+        metrics = stored[int(row["scenario_id"]), int(row["replication"])]
+        for key in ("nothing", "sometimes", "shape"):
+            if metrics.get(key) is None:
+                absent += 1
+                assert row[key] == "", (key, row)
+        if isinstance(metrics.get("shape"), dict):
+            assert json.loads(row["shape"]) == metrics["shape"]  # a nested null stays null
+            assert '"b": null' in row["shape"]
+    assert absent > 40  # "nothing" is null in every odd row; the uniform rows lack them all
