@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import db, sim
+from .experiment_store import ExperimentStore, as_result_row
 from .runner import Batch, Finish, PlainProcedure
 from .selection import Batch as Planned
 from .selection import FloatArray, Problem, Sequential
@@ -43,15 +44,15 @@ class SweepProcedure(PlainProcedure):
 
 
 async def batch_values(
-    database: db.Database, experiment_id: int, batch: Batch, kpis: Sequence[str]
+    store: ExperimentStore, experiment_id: int, batch: Batch, kpis: Sequence[str]
 ) -> dict[str, FloatArray]:
     """The batch's stored values of `kpis`, as points x replications arrays."""
-    rows = await database.experiment_batch(experiment_id, batch.units, batch.first, batch.last)
+    rows = await store.experiment_batch(experiment_id, batch.units, batch.first, batch.last)
     shape = (len(batch.units), batch.last - batch.first + 1)
     arrays = {k: np.full(shape, math.nan) for k in kpis}
     where = {pid: i for i, pid in enumerate(batch.units)}
     for row in rows:
-        values = db.kpi_values(db.as_result_row(row))
+        values = db.kpi_values(as_result_row(row))
         for k in kpis:
             if k not in values:
                 raise sim.ModelError(f"the model returned no {k!r}")
@@ -66,14 +67,14 @@ class SelectionProcedure:
 
     def __init__(
         self,
-        database: db.Database,
+        store: ExperimentStore,
         experiment_id: int,
         problem: Problem,
         point_ids: Sequence[int],
         budget: int,
         offset: int = 0,
     ) -> None:
-        self._db = database
+        self._store = store
         self._eid = experiment_id
         self._ids = tuple(point_ids)
         self._offset = offset
@@ -83,9 +84,9 @@ class SelectionProcedure:
     async def next_batch(self) -> Sequence[Batch] | Finish:
         if self._pending is not None:
             batch = self._batch(self._pending)
-            values = await batch_values(self._db, self._eid, batch, self.sequential.problem.kpis)
+            values = await batch_values(self._store, self._eid, batch, self.sequential.problem.kpis)
             self.sequential.observe(self._pending, values)
-            await self._db.set_experiment_outcome(self._eid, self.outcome())
+            await self._store.set_experiment_outcome(self._eid, self.outcome())
         self._pending = self.sequential.plan()
         if self._pending is None:
             return Finish(self.sequential.stopped_because)
@@ -120,14 +121,14 @@ class SelectionProcedure:
 
 
 def procedure_for(
-    database: db.Database, experiment_id: int, plan: Plan, units: sim.ScenarioPlan
+    store: ExperimentStore, experiment_id: int, plan: Plan, units: sim.ScenarioPlan
 ) -> SweepProcedure | SelectionProcedure | SearchProcedure:
     """The procedure a plan asks for, over the experiment's stored points (`units`)."""
     if plan.problem is None:
         return SweepProcedure(sorted(units), plan.replications)
     if plan.search is not None:
-        return SearchProcedure(database, experiment_id, plan, units)
-    return SelectionProcedure(database, experiment_id, plan.problem, sorted(units), plan.budget)
+        return SearchProcedure(store, experiment_id, plan, units)
+    return SelectionProcedure(store, experiment_id, plan.problem, sorted(units), plan.budget)
 
 
 # -- search ---------------------------------------------------------------------------
@@ -137,11 +138,11 @@ class SearchProcedure:
     """Optuna proposes points for `trials` trials; then a clean-up selects among the best."""
 
     def __init__(
-        self, database: db.Database, experiment_id: int, plan: Plan, units: sim.ScenarioPlan
+        self, store: ExperimentStore, experiment_id: int, plan: Plan, units: sim.ScenarioPlan
     ) -> None:
         assert plan.problem is not None
         assert plan.search is not None
-        self._db = database
+        self._store = store
         self._eid = experiment_id
         self._plan = plan
         self._units = units  # every point so far, as the executor needs them; grows
@@ -171,14 +172,14 @@ class SearchProcedure:
         count = min(SEARCH_BATCH, self._plan.search.trials - self._told)  # type: ignore[union-attr]
         asked = await asyncio.to_thread(self._ask_trials, count)
         new = list({_key(p): p for _, p in asked if _key(p) not in self._known}.values())
-        ids = await self._db.add_experiment_points(self._eid, new)
+        ids = await self._store.add_experiment_points(self._eid, new)
         for params, pid in zip(new, ids, strict=True):
             self._known[_key(params)] = pid
             self._units[pid] = (self._plan.model, params)
         self._asked = [(trial, self._known[_key(p)]) for trial, p in asked]
         # A resumed search meets its earlier points again, perhaps with a partial first stage.
         unmet = sorted({pid for _, pid in self._asked if pid not in self._means})
-        stored = await self._db.experiment_stored(self._eid, unmet, 1, self._n0)
+        stored = await self._store.experiment_stored(self._eid, unmet, 1, self._n0)
         have = {pid: sum(1 for p, _ in stored if p == pid) for pid in unmet}
         return [pid for pid in unmet if have[pid] < self._n0]
 
@@ -196,7 +197,7 @@ class SearchProcedure:
         for _, pid in self._asked:
             if pid not in self._means:
                 batch = Batch((pid,), 1, self._n0)
-                values = await batch_values(self._db, self._eid, batch, self._problem.kpis)
+                values = await batch_values(self._store, self._eid, batch, self._problem.kpis)
                 self._means[pid] = {k: float(v.mean()) for k, v in values.items()}
         await asyncio.to_thread(self._tell_trials, self._asked)
         self._told += len(self._asked)
@@ -214,7 +215,7 @@ class SearchProcedure:
         candidates = self.candidates()
         used = len(self._means) * self._n0
         self.cleanup = SelectionProcedure(
-            self._db, self._eid, self._problem, candidates, self._plan.budget - used, self._n0
+            self._store, self._eid, self._problem, candidates, self._plan.budget - used, self._n0
         )
         return await self.cleanup.next_batch()
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import db, stats
+from .experiment_store import Experiment, ExperimentRow
 from .selection import Constraint, Problem, best_estimate
 
 CACHED_VIEWS = 8
@@ -36,7 +37,7 @@ class ViewCache:
             self._bodies.popitem(last=False)
 
 
-def cache_key(experiment: db.Experiment) -> tuple[Any, ...] | None:
+def cache_key(experiment: Experiment) -> tuple[Any, ...] | None:
     """What identifies a finished experiment's answer; None while it may still change."""
     if experiment["status"] in db.ACTIVE:
         return None
@@ -72,7 +73,7 @@ def point_views(
 
 
 def experiment_view(
-    experiment: db.Experiment, problem: Problem | None, points: list[dict[str, Any]]
+    experiment: Experiment, problem: Problem | None, points: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The whole answer of GET /api/experiments/{id}, given its point views."""
     view: dict[str, Any] = {k: v for k, v in experiment.items() if k != "outcome"}
@@ -87,7 +88,7 @@ def experiment_view(
 
 
 def recommendation(
-    experiment: db.Experiment,
+    experiment: Experiment,
     problem: Problem,
     points: list[dict[str, Any]],
     varied: Sequence[str],
@@ -236,7 +237,7 @@ def result_columns(points: Sequence[Mapping[str, Any]], metrics: Sequence[str]) 
 
 
 def flat_rows(
-    rows: Sequence[db.ExperimentRow], points: Sequence[Mapping[str, Any]], seed: int
+    rows: Sequence[ExperimentRow], points: Sequence[Mapping[str, Any]], seed: int
 ) -> list[dict[str, Any]]:
     """Rows with the point's params as columns of their own."""
     return [

@@ -2,9 +2,10 @@
 
 An experiment is a run whose next batch is chosen by a procedure (see
 `experiment_procedures`): it goes to the shared `runner.Runner` as a job of kind
-"experiment", and `ExperimentEvents`, the job's sink, stores each chunk with `db` and
-tells /ws/events. Replication r of every point draws from `(seed, r)`, as in a plain
-run, so a point equals a plain run of a scenario with the same params and seed.
+"experiment", and `ExperimentEvents`, the job's sink, stores each chunk with
+`experiment_store` and tells /ws/events. Replication r of every point draws from
+`(seed, r)`, as in a plain run, so a point equals a plain run of a scenario with the
+same params and seed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .experiment_procedures import (
     procedure_for,
 )
 from .experiment_request import Plan, parse_plan
+from .experiment_store import Experiment, ExperimentRow, ExperimentStore
 from .runner import Batch, Finish, Job, Runner
 from .schema import FieldError, InvalidInput
 
@@ -38,7 +40,7 @@ Publish = Callable[[str, dict[str, Any]], None]
 Procedure = SweepProcedure | SelectionProcedure | SearchProcedure
 
 
-def summary(experiment: db.Experiment) -> dict[str, Any]:
+def summary(experiment: Experiment) -> dict[str, Any]:
     """An experiment without its points, as lists and events show it."""
     return {k: v for k, v in experiment.items() if k not in ("request", "outcome")}
 
@@ -57,13 +59,13 @@ class _Live:
 class ExperimentEvents:
     """The runner's sink for experiments: store each chunk, then tell /ws/events."""
 
-    def __init__(self, database: db.Database, publish: Publish) -> None:
-        self._db = database
+    def __init__(self, store: ExperimentStore, publish: Publish) -> None:
+        self._store = store
         self._publish = publish
         self.live: dict[int, _Live] = {}
 
     async def run_started(self, run_id: int) -> None:
-        started = await self._db.set_experiment_status(run_id, "running")
+        started = await self._store.set_experiment_status(run_id, "running")
         self._publish(
             "experiment.started", {"experiment_id": run_id, "experiment": summary(started)}
         )
@@ -71,10 +73,10 @@ class ExperimentEvents:
     async def stored(
         self, run_id: int, units: Sequence[int], first: int, last: int
     ) -> set[tuple[int, int]]:
-        return await self._db.experiment_stored(run_id, units, first, last)
+        return await self._store.experiment_stored(run_id, units, first, last)
 
     async def results_ready(self, run_id: int, rows: Sequence[sim.Replication]) -> None:
-        used = await self._db.store_experiment_results(run_id, [_row(r) for r in rows])
+        used = await self._store.store_experiment_results(run_id, [_row(r) for r in rows])
         live = self.live.get(run_id)
         if live is not None:
             live.used = used
@@ -108,7 +110,7 @@ class ExperimentEvents:
     ) -> None:
         live = self.live.pop(run_id, None)
         outcome = live.procedure.outcome() if live is not None else None
-        experiment = await self._db.set_experiment_status(
+        experiment = await self._store.set_experiment_status(
             run_id, status, error=error, stopped_because=stopped_because, outcome=outcome or None
         )
         self._publish(
@@ -134,32 +136,32 @@ class _Reporting:
 
 
 class Explorer:
-    """Every experiment's life, over one database, the shared runner and the models."""
+    """Every experiment's life, over the experiment store, the shared runner and the models."""
 
     def __init__(
         self,
-        database: db.Database,
+        store: ExperimentStore,
         runner: Callable[[], Runner],
         models: Mapping[str, sim.Model],
         checker: sim.ParamsChecker,
         publish: Publish,
     ) -> None:
-        self._db = database
+        self._store = store
         self._runner = runner  # the runner is opened after the explorer
         self._models = models
         self._checker = checker
-        self.sink = ExperimentEvents(database, publish)
+        self.sink = ExperimentEvents(store, publish)
 
     def plan(self, body: Mapping[str, Any], seed: int) -> Plan:
         plan = parse_plan(body, self._models, self._checker, seed)
         check_work(plan)
         return plan
 
-    async def create(self, body: Mapping[str, Any]) -> db.Experiment:
+    async def create(self, body: Mapping[str, Any]) -> Experiment:
         """Check, store and start an experiment; the points are stored before it answers."""
         seed = int(body["seed"]) if "seed" in body else secrets.randbelow(2**31)
         plan = await asyncio.to_thread(self.plan, body, seed)
-        experiment = await self._db.create_experiment(
+        experiment = await self._store.create_experiment(
             plan.kind,
             plan.model.name,
             plan.model.version,
@@ -174,19 +176,19 @@ class Explorer:
         self, experiment_id: int, plan: Plan, points: Sequence[dict[str, Any]], resumed: bool
     ) -> None:
         units: sim.ScenarioPlan = {i: (plan.model, p) for i, p in enumerate(points, start=1)}
-        procedure = procedure_for(self._db, experiment_id, plan, units)
+        procedure = procedure_for(self._store, experiment_id, plan, units)
         self.sink.live[experiment_id] = _Live(procedure, units)
         reporting = _Reporting(procedure, self.sink, experiment_id)
         job = Job(experiment_id, plan.seed, units, reporting, self.sink, 0.0, resumed, kind=KIND)
         self._runner().start(job)
 
-    async def cancel(self, experiment_id: int) -> db.Experiment:
+    async def cancel(self, experiment_id: int) -> Experiment:
         """Stop a queued or running experiment; every concurrent caller gets its final state."""
-        await self._db.get_experiment(experiment_id)  # 404 first
+        await self._store.get_experiment(experiment_id)  # 404 first
         runner = self._runner()
         if runner.cancel(experiment_id, KIND):
             await runner.wait(experiment_id, KIND)
-        experiment = await self._db.get_experiment(experiment_id)
+        experiment = await self._store.get_experiment(experiment_id)
         if experiment["status"] != "cancelled":
             raise db.Conflict(
                 f"experiment {experiment_id} is {experiment['status']}; "
@@ -194,9 +196,9 @@ class Explorer:
             )
         return experiment
 
-    async def resume(self, experiment_id: int) -> db.Experiment:
+    async def resume(self, experiment_id: int) -> Experiment:
         """Compute what a stopped experiment lacks; its procedure replays its decisions."""
-        experiment = await self._db.get_experiment(experiment_id)
+        experiment = await self._store.get_experiment(experiment_id)
         model = self._models.get(experiment["model"])
         if model is None or model.version != experiment["model_version"]:
             raise db.Conflict(
@@ -206,8 +208,8 @@ class Explorer:
             )
         plan = await asyncio.to_thread(self.plan, experiment["request"], experiment["seed"])
         await self._runner().wait(experiment_id, KIND)  # one that just finished may wind down
-        reopened = await self._db.reopen_experiment(experiment_id, RESUMABLE)
-        points = await self._db.experiment_points(experiment_id)  # a search's, as found
+        reopened = await self._store.reopen_experiment(experiment_id, RESUMABLE)
+        points = await self._store.experiment_points(experiment_id)  # a search's, as found
         self._launch(experiment_id, plan, points, resumed=True)
         return reopened
 
@@ -241,8 +243,8 @@ def _dearest_corner(plan: Plan) -> dict[str, Any]:
     return corner
 
 
-def _row(r: sim.Replication) -> db.ExperimentRow:
-    return db.ExperimentRow(
+def _row(r: sim.Replication) -> ExperimentRow:
+    return ExperimentRow(
         point_id=r["scenario_id"],
         replication=r["replication"],
         total_labor_costs=r["total_labor_costs"],

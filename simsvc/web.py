@@ -23,6 +23,7 @@ from . import (
     analysis,
     db,
     experiment_request,
+    experiment_store,
     experiment_view,
     explore,
     exports,
@@ -97,6 +98,7 @@ class Config:
 CONFIG = web.AppKey("config", Config)
 BACKEND = web.AppKey("backend", sim.Executor)
 DB = web.AppKey("db", db.Database)
+EXPERIMENTS = web.AppKey("experiments", experiment_store.ExperimentStore)
 RUNS = web.AppKey("runs", runs.Runs)
 MODELS = web.AppKey("models", dict[str, sim.Model])
 RESULTS_HUB = web.AppKey("results_hub", Hub)
@@ -545,14 +547,16 @@ async def select_best(request: web.Request) -> web.Response:
 # -- experiments over a parameter space -----------------------------------------------
 
 
-def _experiment_location(experiment: db.Experiment) -> dict[str, str]:
+def _experiment_location(experiment: experiment_store.Experiment) -> dict[str, str]:
     return {"Location": f"/api/experiments/{experiment['experiment_id']}"}
 
 
-async def _experiment_view(app: web.Application, experiment: db.Experiment) -> dict[str, Any]:
-    database, eid = app[DB], experiment["experiment_id"]
-    points = await database.experiment_points(eid)
-    point_stats = await database.experiment_stats(eid)
+async def _experiment_view(
+    app: web.Application, experiment: experiment_store.Experiment
+) -> dict[str, Any]:
+    store, eid = app[EXPERIMENTS], experiment["experiment_id"]
+    points = await store.experiment_points(eid)
+    point_stats = await store.experiment_stats(eid)
     model = app[MODELS].get(experiment["model"])
     problem = None if model is None else experiment_request.problem_of(experiment["request"], model)
     # Off the loop: a sweep can have 10,000 points.
@@ -571,13 +575,13 @@ async def start_experiment(request: web.Request) -> web.Response:
 
 
 async def list_experiments(request: web.Request) -> web.Response:
-    experiments_ = await request.app[DB].list_experiments()
+    experiments_ = await request.app[EXPERIMENTS].list_experiments()
     return json_response([explore.summary(e) for e in experiments_])
 
 
 async def get_experiment(request: web.Request) -> web.Response:
     app = request.app
-    experiment = await app[DB].get_experiment(path_id(request, "experiment_id"))
+    experiment = await app[EXPERIMENTS].get_experiment(path_id(request, "experiment_id"))
     # A finished experiment no longer changes: its answer is built once.
     key = experiment_view.cache_key(experiment)
     body = app[EXPERIMENT_VIEWS].get(key) if key is not None else None
@@ -611,8 +615,8 @@ async def experiment_results(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format")
     if fmt not in (None, "json", "csv"):
         raise BadRequest("format must be json or csv")
-    experiment = await app[DB].get_experiment(eid)
-    points = await app[DB].experiment_points(eid)
+    experiment = await app[EXPERIMENTS].get_experiment(eid)
+    points = await app[EXPERIMENTS].experiment_points(eid)
     model = app[MODELS].get(experiment["model"])
     metrics = [o for o in model.outputs if o not in sim.HEADLINE_KPIS] if model else []
     wants_csv = fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("Accept", ""))
@@ -627,7 +631,7 @@ async def experiment_results(request: web.Request) -> web.StreamResponse:
     columns = experiment_view.result_columns(points, metrics)
     first = True
     await response.write(b"" if wants_csv else b"[")
-    async for rows in app[DB].experiment_rows(eid, db.EXPORT_BATCH_ROWS):
+    async for rows in app[EXPERIMENTS].experiment_rows(eid, db.EXPORT_BATCH_ROWS):
         # Encoded in a worker thread, as a run's export is: the loop only passes bytes on.
         piece = await asyncio.to_thread(
             _experiment_rows_text, rows, points, experiment["seed"], columns, wants_csv, first
@@ -642,7 +646,7 @@ async def experiment_results(request: web.Request) -> web.StreamResponse:
 
 
 def _experiment_rows_text(
-    rows: list[db.ExperimentRow],
+    rows: list[experiment_store.ExperimentRow],
     points: list[dict[str, Any]],
     seed: int,
     columns: list[str],
@@ -660,8 +664,8 @@ async def save_point(request: web.Request) -> web.Response:
     """Store one point of an experiment as a named scenario."""
     app = request.app
     eid, pid = path_id(request, "experiment_id"), path_id(request, "point_id")
-    experiment = await app[DB].get_experiment(eid)
-    params = await app[DB].experiment_point(eid, pid)
+    experiment = await app[EXPERIMENTS].get_experiment(eid)
+    params = await app[EXPERIMENTS].experiment_point(eid, pid)
     body = await read_json(request, app[CHECKERS]["save_point"])
     scenario = await app[DB].create_scenario(
         body["scenario_name"], experiment["model"], params, limit=MAX_SCENARIOS
@@ -875,7 +879,9 @@ async def ws_events(request: web.Request) -> web.WebSocketResponse:
         return "hello", {
             "version": __version__,
             "runs": [run_view(r) for r in await app[DB].list_runs(limit=50)],
-            "experiments": [explore.summary(e) for e in await app[DB].list_experiments(limit=50)],
+            "experiments": [
+                explore.summary(e) for e in await app[EXPERIMENTS].list_experiments(limit=50)
+            ],
             "results": await app[AGGREGATES].compute(),
             "scenarios": await app[DB].list_scenarios(),
             "models": [m.describe() for m in app[MODELS].values()],
@@ -906,6 +912,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             "runs %s were left unfinished by a previous process: now interrupted", interrupted
         )
     app[DB] = database
+    app[EXPERIMENTS] = experiment_store.ExperimentStore(database)
     app[AGGREGATES] = stats.AggregateCache(database)
     try:
         yield
@@ -974,8 +981,8 @@ async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def explorer_ctx(app: web.Application) -> AsyncIterator[None]:
-    database = app[DB]
-    interrupted = await database.interrupt_active_experiments()
+    store = app[EXPERIMENTS]
+    interrupted = await store.interrupt_active_experiments()
     if interrupted:
         log.warning("experiments %s were left unfinished: now interrupted", interrupted)
     hub = app[EVENTS_HUB]
@@ -984,12 +991,12 @@ async def explorer_ctx(app: web.Application) -> AsyncIterator[None]:
     def runner() -> Runner:
         return app[RUNS].runner
 
-    app[EXPLORER] = explore.Explorer(database, runner, models, app[PARAMS], hub.broadcast_event)
+    app[EXPLORER] = explore.Explorer(store, runner, models, app[PARAMS], hub.broadcast_event)
     try:
         yield
     finally:
         # The runner has closed by now (it opened later), stopping every experiment.
-        interrupted = await database.interrupt_active_experiments()
+        interrupted = await store.interrupt_active_experiments()
         if interrupted:
             log.warning("experiments %s interrupted by shutdown", interrupted)
 

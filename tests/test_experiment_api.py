@@ -16,6 +16,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from simsvc import db, sim, web
+from simsvc.experiment_store import ExperimentRow, ExperimentStore
 from simsvc.web import Config, create_app
 
 from .conftest import Client, MakeClient, start_run, wait_for_run
@@ -145,7 +146,7 @@ async def test_results_stream_in_batches_with_the_same_content_as_one_batch(
     encode = web._experiment_rows_text
     batches: list[int] = []
 
-    def encode_spy(rows: list[db.ExperimentRow], *rest: Any) -> bytes:
+    def encode_spy(rows: list[ExperimentRow], *rest: Any) -> bytes:
         batches.append(len(rows))
         return encode(rows, *rest)
 
@@ -523,10 +524,11 @@ async def test_an_experiment_left_running_by_a_crash_is_interrupted_and_resumes(
 ) -> None:
     path = tmp_path / "crashed.db"
     database = await db.Database.open(path)
+    store = ExperimentStore(database)
     points = [{**sim.WAREHOUSE.defaults, "workers": w, "shift_hours": 4} for w in (4, 5)]
     request = {**SWEEP, "factors": {"workers": {"values": [4, 5]}}, "replications": 3}
-    created = await database.create_experiment("sweep", "warehouse", "1.0.0", 7, request, points)
-    await database.set_experiment_status(created["experiment_id"], "running")
+    created = await store.create_experiment("sweep", "warehouse", "1.0.0", 7, request, points)
+    await store.set_experiment_status(created["experiment_id"], "running")
     await database.close()
     client = await make_client(db_path=str(path))
     eid = created["experiment_id"]
