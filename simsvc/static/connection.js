@@ -115,6 +115,8 @@ async function diagnose(wasGreeted) {
 }
 
 function retryNow() {
+  // The backoff may already have reached the server: one socket per tab, never two.
+  if (socket && socket.readyState <= WebSocket.OPEN) return;
   attempt = 0;
   setText($("offline-text"), t("offline.retrying"));
   connect();
