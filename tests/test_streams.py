@@ -230,6 +230,8 @@ def test_a_batch_form_that_breaks_the_contract_fails_the_chunk(change: str, mess
         np.random.default_rng(1).uniform(8000, 12000, 999),
         np.random.default_rng(2).normal(0, 1e150, 40),  # cubes overflow: m3 unknown
         np.array([1.7e308, -1.7e308, 1.0]),  # the spread overflows
+        # Deviations whose `** 2` (the C library's pow) is not their product d * d.
+        np.array([29.095164169873968, -29.095164169873968, 4260.57889958634, -4260.57889958634]),
         np.array([5.0]),
         np.array([]),
     ],
