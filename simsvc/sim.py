@@ -7,6 +7,9 @@ reproduces a run bit for bit.
 
 `simulate_chunk` computes a chunk of (unit, replication) pairs on a `Backend` (a process
 or thread pool here, or Dask); `runner` decides which chunks, and `runs` owns the run.
+A chunk's streams are computed together (`streams.Streams`): a model's `simulate` gets
+one reused generator set to each replication's stream in turn, and a model with a batch
+form (`Model.simulate_batch`, as `uniform`) computes all of a unit's replications at once.
 """
 
 from __future__ import annotations
