@@ -28,6 +28,7 @@ XSHIFT = 16
 # numpy/random/src/pcg64/pcg64.h: PCG_DEFAULT_MULTIPLIER_128.
 PCG_MULTIPLIER = (2549297995355413924 << 64) | 4865540595714422341
 DOUBLE_UNIT = 1.0 / 9007199254740992.0  # 2**-53, as numpy's next_double
+MAX_REPLICATION = 2**63 - 1  # as SQLite stores it
 
 U32 = np.dtype(np.uint32)
 U64 = np.dtype(np.uint64)
@@ -247,6 +248,8 @@ class Streams:
         reps = np.asarray(replications)
         if reps.ndim != 1 or (len(reps) and (reps.dtype.kind not in "iu" or reps.min() < 0)):
             raise ValueError("replications must be non-negative integers")
+        if len(reps) and reps.dtype.kind == "u" and reps.max() > MAX_REPLICATION:
+            raise ValueError(f"replications must be at most {MAX_REPLICATION}")
         self.seed = seed
         self.replications = reps.astype(np.int64, copy=False)
         self._root = self

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -168,6 +170,28 @@ def test_batch_and_one_by_one_units_mix_in_one_chunk() -> None:
         3: (MetricsBatch(), {}),
     }
     _both_ways(plan, 99, [(u, r) for r in range(1, 41) for u in (3, 1, 2)])
+
+
+def test_chunks_computed_on_threads_at_once_equal_those_computed_alone() -> None:
+    plan: sim.ScenarioPlan = {1: (sim.UNIFORM, {}), 2: (sim.WAREHOUSE, sim.WAREHOUSE.defaults)}
+    chunks = [
+        [(u, r) for r in range(start, start + 30) for u in (1, 2)] for start in range(1, 241, 30)
+    ]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns within a replication, not between chunks
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda pairs: sim.simulate_chunk(plan, 11, pairs), chunks))
+    finally:
+        sys.setswitchinterval(interval)
+    alone = [sim.simulate_chunk(plan, 11, pairs) for pairs in chunks]
+    assert [c.rows for c in together] == [c.rows for c in alone]
+
+
+@pytest.mark.parametrize("replications", [[-1], [2**63], [1.5], [[1, 2]]])
+def test_streams_refuse_what_is_not_a_replication_number(replications: list[Any]) -> None:
+    with pytest.raises(ValueError, match="replications must be"):
+        Streams(1, replications)
 
 
 def test_chunk_rows_are_the_replications_of_default_rng() -> None:
