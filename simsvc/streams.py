@@ -32,54 +32,62 @@ MAX_REPLICATION = 2**63 - 1  # as SQLite stores it
 
 U32 = np.dtype(np.uint32)
 U64 = np.dtype(np.uint64)
+# Words: 32-bit words, one row per word and one column per replication. Limbs: 128-bit
+# numbers as four rows of 32-bit limbs (low first) in uint64, one column per replication.
 Words = np.ndarray[Any, np.dtype[np.uint32]]
-Limbs = list[np.ndarray[Any, np.dtype[np.uint64]]]  # a 128-bit number: 32-bit limbs, low first
+Limbs = np.ndarray[Any, np.dtype[np.uint64]]
 
 
 @cache
-def _hash_constants(init: int, mult: int, count: int) -> tuple[tuple[np.uint32, np.uint32], ...]:
-    """(xor, multiplier) of each successive hash step: the hash constant evolves per call."""
-    pairs = []
+def _hash_constants(init: int, mult: int, count: int) -> tuple[Words, Words]:
+    """(xor, multiplier) of each successive hash step, as columns: the constant evolves."""
+    xors, mults = [], []
     const = init
     for _ in range(count):
-        following = (const * mult) & MASK32
-        pairs.append((np.uint32(const), np.uint32(following)))
-        const = following
-    return tuple(pairs)
+        xors.append(const)
+        const = (const * mult) & MASK32
+        mults.append(const)
+    return np.array(xors, dtype=U32)[:, None], np.array(mults, dtype=U32)[:, None]
 
 
-def _mixed(value: Words, xor: np.uint32, mult: np.uint32) -> Words:
-    out = (value ^ xor) * mult
+def _mixed(value: Words, xor: Words, mult: Words) -> Words:
+    """numpy's `hashmix`, one hash step per row of `xor` and `mult`."""
+    out: Words = (value ^ xor) * mult
     out ^= out >> XSHIFT
     return out
 
 
 def _mix(x: Words, y: Words) -> Words:
-    out = x * np.uint32(MIX_MULT_L) - y * np.uint32(MIX_MULT_R)
+    out: Words = x * np.uint32(MIX_MULT_L) - y * np.uint32(MIX_MULT_R)
     out ^= out >> XSHIFT
     return out
 
 
-def _pool(entropy: Sequence[Words]) -> list[Words]:
-    """SeedSequence.mix_entropy over columns of entropy words, one row per sequence."""
-    extra = max(0, len(entropy) - POOL_SIZE)
-    steps = iter(_hash_constants(INIT_A, MULT_A, POOL_SIZE * POOL_SIZE + POOL_SIZE * extra))
-    zero = np.zeros_like(entropy[0])
-    pool = [_mixed(entropy[i] if i < len(entropy) else zero, *next(steps)) for i in range(4)]
+def _pool(entropy: Words) -> Words:
+    """SeedSequence.mix_entropy: the mixed pool of four words of each column of entropy."""
+    words, n = entropy.shape
+    extra = max(0, words - POOL_SIZE)
+    xors, mults = _hash_constants(INIT_A, MULT_A, POOL_SIZE * POOL_SIZE + POOL_SIZE * extra)
+    padded = np.zeros((POOL_SIZE, n), dtype=U32)
+    padded[: min(words, POOL_SIZE)] = entropy[:POOL_SIZE]
+    pool = _mixed(padded, xors[:POOL_SIZE], mults[:POOL_SIZE])
+    step = POOL_SIZE
     for src in range(POOL_SIZE):
-        for dst in range(POOL_SIZE):
-            if src != dst:
-                pool[dst] = _mix(pool[dst], _mixed(pool[src], *next(steps)))
+        # Every other word mixes in a hash of `src`, which stays as it is meanwhile.
+        others = [dst for dst in range(POOL_SIZE) if dst != src]
+        hashed = _mixed(pool[src], xors[step : step + 3], mults[step : step + 3])
+        pool[others] = _mix(pool[others], hashed)
+        step += 3
     for word in entropy[POOL_SIZE:]:
-        for dst in range(POOL_SIZE):
-            pool[dst] = _mix(pool[dst], _mixed(word, *next(steps)))
+        pool = _mix(pool, _mixed(word, xors[step : step + 4], mults[step : step + 4]))
+        step += POOL_SIZE
     return pool
 
 
-def _state_words(pool: list[Words], count: int) -> list[Words]:
+def _state_words(pool: Words, count: int) -> Words:
     """SeedSequence.generate_state(count, np.uint32) from the mixed pool."""
-    steps = _hash_constants(INIT_B, MULT_B, count)
-    return [_mixed(pool[i % POOL_SIZE], *steps[i]) for i in range(count)]
+    xors, mults = _hash_constants(INIT_B, MULT_B, count)
+    return _mixed(pool[[i % POOL_SIZE for i in range(count)]], xors, mults)
 
 
 def int_words(value: int) -> list[int]:
@@ -94,58 +102,52 @@ def int_words(value: int) -> list[int]:
     return words
 
 
-def seed_states(seed: int, replications: np.ndarray[Any, Any]) -> list[Words]:
-    """`SeedSequence([seed, r]).generate_state(8, np.uint32)` for each r: 8 columns."""
+def seed_states(seed: int, replications: np.ndarray[Any, Any]) -> Words:
+    """`SeedSequence([seed, r]).generate_state(8, np.uint32)` of each r: one column each."""
     reps = np.asarray(replications, dtype=U64)
-    n = len(reps)
-    seed_columns = [np.full(n, w, dtype=U32) for w in int_words(seed)]
+    seed_words = np.array(int_words(seed), dtype=U32)[:, None]
     low = (reps & np.uint64(MASK32)).astype(U32)
     high = (reps >> np.uint64(32)).astype(U32)
     wide = high != 0  # these replications are two words long, the others one
-    out = [np.empty(n, dtype=U32) for _ in range(8)]
-    for rows, r_columns in ((~wide, [low]), (wide, [low, high])):
-        if not rows.any():
+    out = np.empty((8, len(reps)), dtype=U32)
+    for columns, r_words in ((~wide, [low]), (wide, [low, high])):
+        if not columns.any():
             continue
-        entropy = [c[rows] for c in seed_columns] + [c[rows] for c in r_columns]
-        for column, words in zip(out, _state_words(_pool(entropy), 8), strict=True):
-            column[rows] = words
+        n = int(np.count_nonzero(columns))
+        entropy = np.vstack([np.repeat(seed_words, n, axis=1), *(w[columns] for w in r_words)])
+        out[:, columns] = _state_words(_pool(entropy), 8)
     return out
 
 
 # -- PCG64 ----------------------------------------------------------------------------
 
-_MULT_LIMBS = [np.uint64((PCG_MULTIPLIER >> (32 * i)) & MASK32) for i in range(4)]
 _M32 = np.uint64(MASK32)
 _S32 = np.uint64(32)
+# Column k of a product is the sum of a[i] * m[k - i]: this matrix holds m[k - i].
+_MULTIPLIER = np.array(
+    [
+        [(PCG_MULTIPLIER >> (32 * (k - i))) & MASK32 if k >= i else 0 for i in range(4)]
+        for k in range(4)
+    ],
+    dtype=U64,
+)[:, :, None]
 
 
-def _add(a: Limbs, b: Limbs) -> Limbs:
-    """a + b modulo 2**128."""
-    out: Limbs = []
-    carry = np.zeros_like(a[0])
-    for x, y in zip(a, b, strict=True):
-        total = x + y + carry
-        out.append(total & _M32)
-        carry = total >> _S32
-    return out
+def _carried(columns: Limbs) -> Limbs:
+    """Column sums (each below 2**64) as limbs modulo 2**128: carry upwards, then mask."""
+    for k in range(1, 4):
+        columns[k] += columns[k - 1] >> _S32
+    columns &= _M32
+    return columns
 
 
 def _step(state: Limbs, inc: Limbs) -> Limbs:
     """One step of PCG64's LCG: state * multiplier + inc, modulo 2**128."""
-    a0, a1, a2, a3 = state
-    m0, m1, m2, m3 = _MULT_LIMBS
-    p00, p01, p10 = a0 * m0, a0 * m1, a1 * m0
-    p02, p11, p20 = a0 * m2, a1 * m1, a2 * m0
-    # Column sums of 32-bit halves stay far below 2**64; column 3 keeps its low word only.
-    c0 = (p00 & _M32) + inc[0]
-    c1 = (p00 >> _S32) + (p01 & _M32) + (p10 & _M32) + inc[1]
-    c2 = (p01 >> _S32) + (p10 >> _S32) + (p02 & _M32) + (p11 & _M32) + (p20 & _M32) + inc[2]
-    c3 = (p02 >> _S32) + (p11 >> _S32) + (p20 >> _S32) + a0 * m3 + a1 * m2 + a2 * m1
-    c3 += a3 * m0 + inc[3]
-    c1 += c0 >> _S32
-    c2 += c1 >> _S32
-    c3 += c2 >> _S32
-    return [c0 & _M32, c1 & _M32, c2 & _M32, c3 & _M32]
+    products = state[None, :, :] * _MULTIPLIER  # [k, i]: a[i] * m[k - i], both below 2**32
+    columns = (products & _M32).sum(axis=1)
+    columns[1:] += (products[:3] >> _S32).sum(axis=1)  # column 3's high words are past 2**128
+    columns += inc
+    return _carried(columns)
 
 
 def _output(state: Limbs) -> np.ndarray[Any, np.dtype[np.uint64]]:
@@ -160,21 +162,20 @@ def _output(state: Limbs) -> np.ndarray[Any, np.dtype[np.uint64]]:
     return out
 
 
-def pcg64_seeded(words: list[Words]) -> tuple[Limbs, Limbs]:
+def pcg64_seeded(words: Words) -> tuple[Limbs, Limbs]:
     """PCG64's (state, inc) after `pcg64_set_seed` with generate_state(4, np.uint64).
 
     The four 64-bit words are seed[0] (high) and seed[1] (low) of the initial state, and
     inc[0] (high) and inc[1] (low) of the sequence; each 64-bit word is two 32-bit words,
     low first.
     """
-    w = [column.astype(U64) for column in words]
-    initstate = [w[2], w[3], w[0], w[1]]
-    initseq = [w[6], w[7], w[4], w[5]]
-    one = np.uint64(1)
-    inc = [((initseq[0] << one) & _M32) | one]
-    inc += [((initseq[i] << one) | (initseq[i - 1] >> np.uint64(31))) & _M32 for i in (1, 2, 3)]
+    w = words.astype(U64)
+    initstate, initseq = w[[2, 3, 0, 1]], w[[6, 7, 4, 5]]
+    inc = (initseq << np.uint64(1)) & _M32
+    inc[1:] |= initseq[:3] >> np.uint64(31)
+    inc[0] |= np.uint64(1)
     # From state 0: one step gives `inc`; add the initial state; one more step.
-    return _step(_add(inc, initstate), inc), inc
+    return _step(_carried(inc + initstate), inc), inc
 
 
 def as_int(limbs: Limbs) -> list[int]:
