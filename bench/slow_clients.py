@@ -20,7 +20,8 @@ import aiohttp
 import psutil
 from aiohttp import web
 
-from simsvc.web import DB, EVENTS_HUB, RESULTS_HUB, Config, create_app
+from simsvc.resources import DB, EVENTS_HUB, RESULTS_HUB
+from simsvc.web import Config, create_app
 from tests.rawsocket import open_raw_websocket
 
 log = logging.getLogger("bench.slow_clients")

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from simsvc import web as simsvc_web
+from simsvc import errorlog, scenario_handlers
 from simsvc.openapi import MAX_BODY_BYTES
+from simsvc.resources import DB
 
 from .conftest import Client
 
@@ -288,7 +289,7 @@ async def test_sql_looking_names_are_stored_verbatim(client: Client, name: str) 
 async def test_scenario_count_limit_is_a_409_naming_the_limit(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(simsvc_web, "MAX_SCENARIOS", 4)
+    monkeypatch.setattr(scenario_handlers, "MAX_SCENARIOS", 4)
     assert (await client.post("/api/scenarios", json={"scenario_name": "4th"})).status == 201
     resp = await client.post("/api/scenarios", json={"scenario_name": "5th"})
     text = await _assert_refused_cleanly(resp, 409)
@@ -371,7 +372,7 @@ def test_an_unhandled_error_is_logged_as_one_bounded_line(
         deep(500)
     except RecursionError as exc:
         error = exc
-    line = simsvc_web.one_line(error)
+    line = errorlog.one_line(error)
     assert "\n" not in line
     assert len(line) < 700
     assert line.startswith("RecursionError: xxx")
@@ -390,7 +391,7 @@ async def test_an_unexpected_error_costs_the_log_one_line(
 
     app = client.app
     assert app is not None
-    monkeypatch.setattr(app[simsvc_web.DB], "list_scenarios", broken)
+    monkeypatch.setattr(app[DB], "list_scenarios", broken)
     with caplog.at_level(logging.INFO):
         resp = await client.get("/api/scenarios")
     assert resp.status == 500

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from simsvc.hub import Hub
-from simsvc.web import DB, EVENTS_HUB, RESULTS_HUB
+from simsvc.resources import DB, EVENTS_HUB, RESULTS_HUB
 
 from .conftest import Client, MakeClient
 from .rawsocket import masked_frame, open_raw_websocket, read_until_closed

@@ -23,7 +23,8 @@ from pytest_aiohttp import AiohttpClient
 
 from simsvc import sim
 from simsvc.dask_backend import DaskBackend
-from simsvc.web import BACKEND, Config, create_app
+from simsvc.resources import BACKEND
+from simsvc.web import Config, create_app
 
 from .conftest import Client, free_port, start_run, wait_for_run
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientWebSocketResponse
 
-from simsvc.web import DB, EVENTS_HUB
+from simsvc.resources import DB, EVENTS_HUB
 
 from .conftest import Client, start_run
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from simsvc import db, sim, web
+from simsvc import db, experiment_handlers, sim
 from simsvc.experiment_store import ExperimentRow, ExperimentStore
 from simsvc.web import Config, create_app
 
@@ -143,14 +143,14 @@ async def test_results_stream_in_batches_with_the_same_content_as_one_batch(
 ) -> None:
     view, _ = await run_to_end(client, SWEEP)
     path = f"/api/experiments/{view['experiment_id']}/results"
-    encode = web._experiment_rows_text
+    encode = experiment_handlers._experiment_rows_text
     batches: list[int] = []
 
     def encode_spy(rows: list[ExperimentRow], *rest: Any) -> bytes:
         batches.append(len(rows))
         return encode(rows, *rest)
 
-    monkeypatch.setattr(web, "_experiment_rows_text", encode_spy)
+    monkeypatch.setattr(experiment_handlers, "_experiment_rows_text", encode_spy)
     answers: dict[int, tuple[str, str]] = {}
     for batch_rows in (1_000_000, 5, 1):  # one batch; several, the last one short; one a row
         monkeypatch.setattr(db, "EXPORT_BATCH_ROWS", batch_rows)

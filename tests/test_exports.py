@@ -14,7 +14,8 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from simsvc import db, exports, sim
-from simsvc.web import DB, Config, create_app
+from simsvc.resources import DB
+from simsvc.web import Config, create_app
 
 from .conftest import Client, start_run, wait_for_run
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from simsvc import sim
-from simsvc.web import DB
+from simsvc.resources import DB
 
 from .conftest import Client, MakeClient, start_run, wait_for_run
 

@@ -494,7 +494,7 @@ async def test_only_one_replay_runs_at_a_time(client: Client) -> None:
     )
     app = client.app
     assert app is not None
-    from simsvc.web import REPLAY_SLOT
+    from simsvc.resources import REPLAY_SLOT
 
     async with app[REPLAY_SLOT]:  # a replay in progress
         busy = await client.get(f"/api/simulations/{run_id}/replications/1/1")
