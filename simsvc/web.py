@@ -109,11 +109,7 @@ async def problem_middleware(
     except web.HTTPException as exc:
         if not request.path.startswith("/api") or exc.status < 400:
             raise
-        default_text = f"{exc.status}: {exc.reason}"
-        detail = exc.text if exc.text and exc.text != default_text else None
-        # RFC 9110: a 405 must list the methods the resource does allow.
-        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
-        return problem(exc.status, detail or _http_detail(exc, request), headers=kept or None)
+        return _http_problem(exc, request)
     except InvalidInput as exc:
         return problem(422, exc.detail, exc.errors)
     except db.InvalidRows as exc:
@@ -142,6 +138,15 @@ async def problem_middleware(
     except Exception as exc:
         log_unhandled(request, exc)
         return problem(500, "internal error; the service log has the details")
+
+
+def _http_problem(exc: web.HTTPException, request: web.Request) -> web.Response:
+    """aiohttp's own 4xx and 5xx (no route, wrong method, body too large) as problem+json."""
+    default_text = f"{exc.status}: {exc.reason}"
+    detail = exc.text if exc.text and exc.text != default_text else None
+    # RFC 9110: a 405 must list the methods the resource does allow.
+    kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+    return problem(exc.status, detail or _http_detail(exc, request), headers=kept or None)
 
 
 def _http_detail(exc: web.HTTPException, request: web.Request) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from simsvc import db, experiment_handlers, sim
+from simsvc import db, experiment_handlers, scenario_handlers, sim
 from simsvc.experiment_store import ExperimentRow, ExperimentStore
 from simsvc.web import Config, create_app
 
@@ -207,6 +207,28 @@ async def test_points_are_not_scenarios_but_one_can_be_saved_as_one(client: Clie
         f"/api/experiments/{eid}/points/99/scenario", json={"scenario_name": "x"}
     )
     assert missing.status == 404
+
+
+async def test_a_saved_point_is_announced_located_and_counted_like_a_new_scenario(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view, _ = await run_to_end(client, SWEEP)
+    path = f"/api/experiments/{view['experiment_id']}/points/5/scenario"
+    async with client.ws_connect("/ws/events") as ws:
+        await ws.receive(timeout=10)  # hello
+        resp = await client.post(path, json={"scenario_name": "五人"})
+        assert resp.status == 201, await resp.text()
+        event = json.loads((await ws.receive(timeout=10)).data)
+    scenario = await resp.json()
+    assert resp.headers["Location"] == f"/api/scenarios/{scenario['scenario_id']}"
+    assert (event["type"], event["action"]) == ("scenario.changed", "created")
+    assert event["scenario"] == scenario
+    # The same limit as POST /api/scenarios: four stored now, so a fifth is refused.
+    monkeypatch.setattr(scenario_handlers, "MAX_SCENARIOS", 4)
+    refused = await client.post(path, json={"scenario_name": "六人"})
+    assert refused.status == 409
+    assert "limit of 4 scenarios" in (await refused.json())["detail"]
+    assert len(await (await client.get("/api/scenarios")).json()) == 4
 
 
 # -- optimization ---------------------------------------------------------------------
