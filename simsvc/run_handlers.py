@@ -37,6 +37,9 @@ from .schema import FieldError, InvalidInput
 RESULT_FORMATS = ("json", "csv", "parquet")
 
 
+# -- runs and their rows --------------------------------------------------------------
+
+
 async def start_run(request: web.Request) -> web.Response:
     app = request.app
     body = await read_json(request, app[CHECKERS]["run"], empty={})

@@ -17,7 +17,7 @@ from .resources import CHECKERS, DB, EVENTS_HUB, MODELS, PARAMS
 log = logging.getLogger(__name__)
 
 
-def scenario_event(app: web.Application, action: str, scenario_id: int, scenario: Any) -> None:
+def _scenario_event(app: web.Application, action: str, scenario_id: int, scenario: Any) -> None:
     app[EVENTS_HUB].broadcast_event(
         "scenario.changed", {"action": action, "scenario_id": scenario_id, "scenario": scenario}
     )
@@ -28,7 +28,7 @@ async def store_scenario(
 ) -> web.Response:
     """Store a new scenario, tell the sockets, and answer 201 with where it lives."""
     scenario = await app[DB].create_scenario(name, model, params, limit=MAX_SCENARIOS)
-    scenario_event(app, "created", scenario["scenario_id"], scenario)
+    _scenario_event(app, "created", scenario["scenario_id"], scenario)
     return json_response(
         scenario, status=201, headers={"Location": f"/api/scenarios/{scenario['scenario_id']}"}
     )
@@ -60,14 +60,14 @@ async def patch_scenario(request: web.Request) -> web.Response:
     params = app[PARAMS].complete(model, {**base, **body.get("params", {})})
     name = body.get("scenario_name", current["scenario_name"])
     scenario = await app[DB].update_scenario(scenario_id, name, model, params)
-    scenario_event(app, "updated", scenario_id, scenario)
+    _scenario_event(app, "updated", scenario_id, scenario)
     return json_response(scenario)
 
 
 async def delete_scenario(request: web.Request) -> web.Response:
     scenario_id = path_id(request, "scenario_id")
     await request.app[DB].delete_scenario(scenario_id)
-    scenario_event(request.app, "deleted", scenario_id, None)
+    _scenario_event(request.app, "deleted", scenario_id, None)
     return web.Response(status=204)
 
 
