@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -68,6 +69,19 @@ def test_the_document_shows_the_schemas_web_validates_with() -> None:
     for tail, query in queries.items():
         parameters = paths[f"/api/simulations/{{run_id}}/{tail}"]["get"]["parameters"]
         assert [p["schema"] for p in parameters] == list(query["properties"].values())
+
+
+async def test_every_operation_with_a_body_documents_the_415_it_answers(client: Client) -> None:
+    spec = await (await client.get("/openapi.json")).json()
+    with_body = [op for op in OPERATIONS if op.body is not None]
+    assert with_body
+    for op in with_body:
+        url = re.sub(r"{\w+}", "1", op.path)
+        resp = await client.request(
+            op.method, url, data="{}", headers={"Content-Type": "text/plain"}
+        )
+        assert resp.status == 415, (op.method, url, await resp.text())
+        assert "415" in spec["paths"][op.path][op.method]["responses"], (op.method, op.path)
 
 
 ANSWER = Answer(200, schema={"type": "object"})

@@ -92,7 +92,6 @@ RUN = "/api/simulations/{run_id}"
 EXPERIMENT = "/api/experiments/{experiment_id}"
 # the refusals of a JSON body: malformed, conflicting, too large, not JSON, invalid
 _BODY_ERRORS = (400, 409, 413, 415, 422)
-_FORMAT = {"type": "string", "enum": ["json", "csv", "parquet"]}
 _RUN_QUERY = Query("run_id", ID, description="restrict the aggregates to one run")
 _INTERVAL_QUERY = Query(
     "interval",
@@ -263,7 +262,7 @@ RUNS = (
             },
         ),
         (400, 404, 406),
-        query=(Query("format", _FORMAT),),
+        query=(Query("format", {"type": "string", "enum": ["json", "csv", "parquet"]}),),
     ),
 )
 
@@ -311,7 +310,7 @@ EXPERIMENTS = (
         "experiments",
         "Start a sweep or an optimization over a space of params",
         Answer(202, "Accepted", ref("Experiment"), location=True),
-        (400, 413, 422),
+        (400, 413, 415, 422),
         body="ExperimentRequest",
     ),
     Operation(
@@ -357,7 +356,7 @@ EXPERIMENTS = (
         "experiments",
         "Save one point of an experiment as a named scenario",
         Answer(201, "Created", ref("Scenario")),
-        (400, 404, 409, 413, 422),
+        (400, 404, 409, 413, 415, 422),
         body="SavePointRequest",
     ),
 )

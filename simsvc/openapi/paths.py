@@ -44,7 +44,7 @@ def build_paths(operations: Sequence[Operation]) -> dict[str, Any]:
     return paths
 
 
-def problems(*codes: int) -> dict[str, Any]:
+def _problems(*codes: int) -> dict[str, Any]:
     """The problem+json responses of these statuses."""
     content = {"application/problem+json": {"schema": ref("Problem")}}
     return {str(code): {"description": PROBLEM_REASONS[code], "content": content} for code in codes}
@@ -64,7 +64,7 @@ def _operation(operation: Operation) -> dict[str, Any]:
         "summary": operation.summary,
         "responses": {
             str(answer.status): _success(operation),
-            **problems(*operation.problems, *edge),
+            **_problems(*operation.problems, *edge),
         },
     }
     if operation.query:
