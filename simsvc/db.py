@@ -861,6 +861,8 @@ class Database:
         bound: int,
         names: Mapping[int, str],
         metrics: Sequence[tuple[str, MetricForm]],
+        *,
+        named: bool = True,
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         """A run's rows up to result id `bound`, by scenario and replication, in batches.
 
@@ -868,15 +870,17 @@ class Database:
         replication, seed, total_labor_costs, ontime_delivery_rate) and then one column
         per `metrics` entry: a key and the form
         its value takes (see `MetricForm`). The form `"metrics"` (any key) is the whole
-        stored metrics JSON. Each batch is one short query, so writers wait at most one
-        batch, and memory holds one batch whatever the run's size.
+        stored metrics JSON. Without `named`, the scenario's name is left out of each row.
+        Each batch is one short query, so writers wait at most one batch, and memory
+        holds one batch whatever the run's size.
         """
         columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
         paths = {f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)}
+        name = " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
         sql = (
             "SELECT scenario_id,"
-            " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
-            " replication, seed, total_labor_costs, ontime_delivery_rate"
+            + (name if named else "")
+            + " replication, seed, total_labor_costs, ontime_delivery_rate"
             + (f", {columns}" if columns else "")
             + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
             " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
@@ -894,7 +898,7 @@ class Database:
             if not batch:
                 return
             yield batch
-            after = (int(batch[-1][0]), int(batch[-1][2]))
+            after = (int(batch[-1][0]), int(batch[-1][2 if named else 1]))
 
     async def _scalar_locked(self, sql: str, args: Sequence[Any] = ()) -> Any:
         async with self._lock:
@@ -1183,8 +1187,8 @@ def _metric_sql(form: MetricForm, i: int) -> str:
     # "cell": the text Python's csv module writes for the value json.loads gives: numbers
     # as written (the stored JSON holds Python's repr), True/False, '' for null or absent.
     return (
-        f"CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False' WHEN 'null' THEN ''"
-        f" WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END"
+        f"ifnull(CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False'"
+        f" WHEN 'null' THEN '' WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END, '')"
     )
 
 

@@ -46,6 +46,33 @@ class OddMetricsModel(sim.Model):
         return out
 
 
+class PlainMetricsModel(sim.Model):
+    """Only numbers, booleans and nulls: the CSV export's fast path, exponents and all."""
+
+    name = "plain"
+    version = "1.0.0"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+
+    def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        x = float(rng.uniform())
+        out: dict[str, Any] = {
+            "total_labor_costs": 9000 + 3000 * x,
+            # repr writes an exponent here: those batches go the slow way
+            "ontime_delivery_rate": x if x > 0.15 else x * 1e-6,
+            "count": int(x * 1000),
+            "big_int": 2**70 + int(x * 10),
+            "flag": x > 0.5,
+            "nothing": None,
+            "mixed": 3 if x > 0.5 else 0.25,
+            "share": x / 7,
+        }
+        if x < 0.15:
+            out["tiny"] = x * 1e-6  # stored as the text repr wrote, exponent and all
+        if x > 0.6:
+            out["sometimes"] = x * 1e20
+        return out
+
+
 def reference_csv(rows: list[dict[str, Any]]) -> str:
     """The CSV export as it was first written, whole in memory: what the stream must equal."""
     metric_keys = sorted({k for r in rows for k in r["metrics"]})
@@ -240,3 +267,65 @@ async def test_a_null_or_absent_metric_is_an_empty_csv_cell_never_none(
             assert json.loads(row["shape"]) == metrics["shape"]  # a nested null stays null
             assert '"b": null' in row["shape"]
     assert absent > 40  # "nothing" is null in every odd row; the uniform rows lack them all
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_a_csv_of_plain_numbers_equals_the_whole_answer_and_keeps_snapshot_names(
+    aiohttp_client: AiohttpClient, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = 0
+    plain = exports._csv_plain
+
+    def counted(batch: exports.Batch, prefixes: Any) -> bytes:
+        nonlocal fast
+        fast += 1
+        return plain(batch, prefixes)
+
+    monkeypatch.setattr(exports, "_csv_plain", counted)
+    models = {**sim.load_models(), "plain": PlainMetricsModel()}
+    client = await aiohttp_client(create_app(config, models=models))
+    first = 'plain, "quoted"\nname'  # a name that needs CSV quoting
+    resp = await client.post("/api/scenarios", json={"scenario_name": first, "model": "plain"})
+    sid = (await resp.json())["scenario_id"]
+    run = await start_run(client, scenario_ids=[1, sid], replications=40, seed=5)
+    ended = await wait_for_run(client, run["run_id"])
+    assert ended["status"] == "completed", ended["error"]
+    # A rename after the run changes nothing in its export: the run recorded its names.
+    await client.patch(f"/api/scenarios/{sid}", json={"scenario_name": "renamed"})
+    names = {1: "現状シナリオ", sid: first}
+    stored = [
+        {"scenario_name": names[r["scenario_id"]], **r}
+        for r in await client.app[DB].run_results(run["run_id"])
+    ]
+    assert sum(r["ontime_delivery_rate"] < 1e-4 for r in stored) >= 3
+    text = await (await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")).text()
+    assert text == reference_csv(stored)
+    assert fast >= 80 / 7  # every batch went through the fast encoder
+
+
+PLAIN_NAMES = {0: "", 1: "現状シナリオ", 2: 'a, "b"\nc'}
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        # one scenario, floats that need 17 digits, integral floats, booleans, empty cells
+        [(1, 1, 7, 9904.688661291335, 0.1, "384", "True", ""), (1, 2, 7, 9000.0, 1.0, "", "", "")],
+        # a batch across two scenarios, the second's name quoted
+        [(1, 40, 7, 10583.73243706343, 0.5, "1", "False", ""), (2, 1, 7, 1.5, 0.25, "", "", "")],
+        # a scenario the run's names lack: no name, as before
+        [(3, 1, 7, 2.5, 0.75, "2", "True", "")],
+        # repr writes exponents, orjson would not: 1e-05, 1e+16, 5e-324
+        [(1, 1, 7, 1e16, 1e-5, "", "", ""), (1, 2, 7, 5e-324, 0.0001, "", "", "")],
+        # a null seed
+        [(1, 1, None, 9500.25, 0.5, "1", "", "")],
+        # a metrics cell stored with an exponent is copied as stored
+        [(1, 1, 7, 9500.25, 0.5, "1e-300", "", "")],
+    ],
+)
+def test_the_fast_csv_encoder_writes_what_the_csv_module_writes(batch: exports.Batch) -> None:
+    want = io.StringIO()
+    rows = [(r[0], PLAIN_NAMES.get(r[0], ""), *r[1:]) for r in batch]
+    csv.writer(want, lineterminator="\n").writerows(rows)
+    got = exports._csv_plain(batch, exports._NamePrefixes(PLAIN_NAMES))
+    assert got.decode("utf-8") == want.getvalue()
