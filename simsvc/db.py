@@ -39,6 +39,7 @@ KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
 STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
 EXPORT_BATCH_ROWS = 5_000  # rows read at a time by an export, under the connection's lock
+_LAST_KEY = 2**63 - 1  # past every scenario id and replication
 
 # (scenario_name, model, params) stored when a database is created
 InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
@@ -830,25 +831,28 @@ class Database:
         keys: dict[str, set[str]] = {}
         after = (0, 0)
         while True:
-            rows = await self._all(
-                "WITH batch AS (SELECT scenario_id, replication, metrics FROM results"
-                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
-                " AND result_id <= ?4 ORDER BY scenario_id, replication LIMIT ?5)"
-                # An integer past 64 bits is its own type: no integer column can hold it.
-                " SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
-                " THEN 'bigint' ELSE j.type END AS kind, NULL, NULL"
-                " FROM batch, json_each(batch.metrics) j GROUP BY j.key, kind"
-                " UNION ALL SELECT NULL, NULL, max(scenario_id), NULL FROM batch"
-                " UNION ALL SELECT NULL, NULL, NULL, max(replication) FROM batch"
-                " WHERE scenario_id = (SELECT max(scenario_id) FROM batch)",
-                (run_id, *after, bound, EXPORT_BATCH_ROWS),
+            # The batch's last key, from the index alone; then the batch's keys by range.
+            last = await self._all(
+                "SELECT scenario_id, replication FROM results WHERE run_id = ?1"
+                " AND (scenario_id, replication) > (?2, ?3) AND result_id <= ?4"
+                " ORDER BY scenario_id, replication LIMIT 1 OFFSET ?5",
+                (run_id, *after, bound, EXPORT_BATCH_ROWS - 1),
             )
-            last_sid, last_rep = rows[-2][2], rows[-1][3]
-            for key, kind, _, _ in rows[:-2]:
+            upto = (int(last[0][0]), int(last[0][1])) if last else (_LAST_KEY, _LAST_KEY)
+            rows = await self._all(
+                # An integer past 64 bits is its own type: no integer column can hold it.
+                "SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
+                " THEN 'bigint' ELSE j.type END AS kind FROM results, json_each(results.metrics) j"
+                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
+                " AND (scenario_id, replication) <= (?4, ?5) AND result_id <= ?6"
+                " GROUP BY j.key, kind",
+                (run_id, *after, *upto, bound),
+            )
+            for key, kind in rows:
                 keys.setdefault(str(key), set()).add(str(kind))
-            if last_sid is None:
+            if not last:
                 return keys
-            after = (int(last_sid), int(last_rep))
+            after = upto
 
     async def export_bound(self, run_id: int) -> int:
         """The largest result id stored now: an export covers the rows up to it."""
