@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import csv
 import io
 import json
@@ -73,6 +74,34 @@ def _plan(keys: dict[str, set[str]], form: db.MetricForm) -> list[tuple[str, db.
     return [(key, form) for key in sorted(keys)]
 
 
+async def ahead(pieces: AsyncIterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:
+    """The pieces, with up to `depth` more read and encoded while one is being sent.
+
+    Without it nothing is read while a piece waits for the client to take it in.
+    """
+    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(depth)
+
+    async def produce() -> None:
+        try:
+            async for piece in pieces:
+                await queue.put(piece)
+        except Exception as exc:  # handed to the sender, which ends the answer short
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    producer = asyncio.ensure_future(produce())
+    try:
+        while (piece := await queue.get()) is not None:
+            if isinstance(piece, Exception):
+                raise piece
+            yield piece
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
 async def _encoded(
     batches: AsyncIterator[Batch], encode: Callable[[Batch], bytes]
 ) -> AsyncIterator[bytes]:
@@ -95,7 +124,7 @@ async def json_export(database: db.Database, run_id: int) -> Export:
     names = {k: jsontext.dumps(v) for k, v in (await scenario_names(database, run_id)).items()}
     bound = await database.export_bound(run_id)
     batches = database.export_batches(run_id, bound, names, [("", "metrics")])
-    return Export("application/json", f"run-{run_id}-results.json", _json_body(batches))
+    return Export("application/json", f"run-{run_id}-results.json", ahead(_json_body(batches)))
 
 
 async def _json_body(batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
@@ -161,7 +190,7 @@ async def csv_export(database: db.Database, run_id: int) -> Export:
         # A key SQLite's JSON paths cannot name: read whole metrics objects instead.
         batches = database.export_batches(run_id, bound, scenarios, [("", "metrics")])
         body = _csv_body(header, _encoded(batches, lambda b: _csv_from_metrics(b, names)))
-    return Export("text/csv", f"run-{run_id}-results.csv", body)
+    return Export("text/csv", f"run-{run_id}-results.csv", ahead(body))
 
 
 async def _csv_body(header: bytes, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -299,7 +328,8 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
     ]
     writer = _ParquetWriter(names, types)
     batches = database.export_batches(run_id, bound, scenarios, plan)
-    return Export(PARQUET_MEDIA_TYPE, f"run-{run_id}-results.parquet", writer.body(batches))
+    body = ahead(writer.body(batches))
+    return Export(PARQUET_MEDIA_TYPE, f"run-{run_id}-results.parquet", body)
 
 
 class _ParquetWriter:
@@ -357,6 +387,10 @@ class _ParquetWriter:
 
             self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd")
         self._writer.close()
+        import pyarrow as pa
+
+        # Give back what the pool keeps for reuse: an export's memory ends with it.
+        pa.default_memory_pool().release_unused()
         return self._sink.take()
 
 
