@@ -161,6 +161,7 @@ class Exported:
     health_p50_ms: float
     health_p99_ms: float
     size: int
+    cpu_us: float  # the server's CPU time per row, all threads: less sensitive to load
 
 
 async def _sample_rss(server: Server, until: asyncio.Future[object]) -> int:
@@ -175,6 +176,7 @@ async def _export_once(
     session: aiohttp.ClientSession, server: Server, run_id: int, fmt: str, rows: int
 ) -> Exported:
     before = server.rss_bytes()
+    _, cpu_before = servers.thread_cpu_s(server.pid)
     done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     sampler = asyncio.ensure_future(_sample_rss(server, done))
     prober = asyncio.ensure_future(_probe(session, server.url + "/api/health", done))
@@ -190,12 +192,14 @@ async def _export_once(
     finally:
         done.set_result(None)
     peak, health = await sampler, await prober
+    _, cpu_after = servers.thread_cpu_s(server.pid)
     return Exported(
         rows / seconds,
         peak - before,
         median(health) * 1e3,
         fanout.percentile(health, 0.99) * 1e3,
         size,
+        (cpu_after - cpu_before) / rows * 1e6,
     )
 
 
@@ -250,7 +254,8 @@ def _export_row(
         "",
         target or "report",
         met,
-        f"{mb(got.size)} sent; `uniform` rows; {load()} after it",
+        f"{mb(got.size)} sent; server CPU {got.cpu_us:.2f} µs/row (all threads, health"
+        f" probes included); `uniform` rows; {load()} after it",
     )
 
 

@@ -25,11 +25,13 @@ import asyncio
 import bisect
 import contextlib
 import csv
+import gc
+import importlib.util
 import io
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -55,6 +57,7 @@ PLAIN = frozenset({"integer", "bigint", "real", "true", "false", "null"})
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 
 Batch = list[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 class ParquetUnavailable(Exception):
@@ -74,12 +77,13 @@ def _plan(keys: dict[str, set[str]], form: db.MetricForm) -> list[tuple[str, db.
     return [(key, form) for key in sorted(keys)]
 
 
-async def ahead(pieces: AsyncIterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:
-    """The pieces, with up to `depth` more read and encoded while one is being sent.
+async def ahead(pieces: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+    """The pieces, with up to `depth` more made while the caller works on one.
 
-    Without it nothing is read while a piece waits for the client to take it in.
+    On the bytes, nothing would be read while a piece waits for the client to take it
+    in; on the rows, nothing would be read while a batch is encoded.
     """
-    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(depth)
+    queue: asyncio.Queue[T | Exception | None] = asyncio.Queue(depth)
 
     async def produce() -> None:
         try:
@@ -106,7 +110,7 @@ async def _encoded(
     batches: AsyncIterator[Batch], encode: Callable[[Batch], bytes]
 ) -> AsyncIterator[bytes]:
     """Each batch encoded in a worker thread: the event loop only passes the bytes on."""
-    async for batch in batches:
+    async for batch in ahead(batches):
         yield await asyncio.to_thread(encode, batch)
 
 
@@ -303,11 +307,31 @@ _PARQUET_TYPES: dict[frozenset[str], str] = {
 
 
 def parquet_available() -> bool:
-    try:
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether pyarrow is installed; found without importing it on the event loop."""
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def _load_pyarrow() -> None:
+    """Import pyarrow once, in a worker thread, and keep its objects out of collections.
+
+    pyarrow imports pandas, when installed, on its first array: some 60,000 objects that
+    live as long as the process. Left in the collector's care, each full collection (and
+    an export makes a dozen) walks them all and holds the event loop for 50 ms or more.
+    """
+    global _pyarrow_loaded
+    if _pyarrow_loaded:
+        return
+    import pyarrow as pa
+    import pyarrow.compute  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    pa.array([0])
+    gc.collect()  # nothing that is garbage now is kept for good
+    gc.freeze()
+    _pyarrow_loaded = True
+
+
+_pyarrow_loaded = False
 
 
 async def parquet_export(database: db.Database, run_id: int) -> Export:
@@ -316,6 +340,7 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
         raise ParquetUnavailable(
             "Parquet needs pyarrow, which is not installed: pip install 'simsvc[parquet]'"
         )
+    await asyncio.to_thread(_load_pyarrow)
     scenarios = await scenario_names(database, run_id)
     keys = await database.export_metric_keys(run_id)
     bound = await database.export_bound(run_id)
