@@ -10,6 +10,7 @@ import tracemalloc
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import aiohttp
 import numpy as np
 import pytest
 from pytest_aiohttp import AiohttpClient
@@ -340,3 +341,65 @@ def test_the_fast_csv_encoder_writes_what_the_csv_module_writes(batch: exports.B
     csv.writer(want, lineterminator="\n").writerows(rows)
     got = exports._csv_plain(batch, exports._NamePrefixes(PLAIN_NAMES))
     assert got.decode("utf-8") == want.getvalue()
+
+
+async def _store_uniform_rows(database: db.Database, run_id: int, first: int, count: int) -> None:
+    rows = [
+        db.ResultRow(
+            scenario_id=1,
+            replication=r,
+            seed=1,
+            total_labor_costs=9000.0 + r / 7,
+            ontime_delivery_rate=0.5,
+            metrics={},
+        )
+        for r in range(first, first + count)
+    ]
+    await database.store_results(run_id, rows)
+
+
+@pytest.mark.usefixtures("small_batches")
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+async def test_an_export_of_a_run_being_written_holds_the_rows_stored_when_it_began(
+    client: Client, fmt: str
+) -> None:
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 30)
+    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format={fmt}")
+    head = await resp.content.read(10)  # the export has begun, and read ahead
+    await _store_uniform_rows(database, run["run_id"], 31, 30)  # stored while it streams
+    assert _replications(fmt, head + await resp.content.read()) == list(range(1, 31))
+    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format={fmt}")
+    assert _replications(fmt, await resp.read()) == list(range(1, 61))  # a later one: all
+
+
+def _replications(fmt: str, body: bytes) -> list[int]:
+    text = body.decode("utf-8")
+    if fmt == "csv":
+        return [int(row["replication"]) for row in csv.DictReader(io.StringIO(text))]
+    return [int(row["replication"]) for row in json.loads(text)]
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_an_export_that_fails_midway_ends_the_answer_short(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 30)
+    encode = exports._csv_plain
+    calls = 0
+
+    def failing(batch: exports.Batch, prefixes: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("disk went away")
+        return encode(batch, prefixes)
+
+    monkeypatch.setattr(exports, "_csv_plain", failing)
+    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")
+    assert resp.status == 200  # sent before the failure
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()  # never a clean end that would pass for the whole run
