@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gc
 import io
 import json
 import tracemalloc
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -403,3 +404,43 @@ async def test_an_export_that_fails_midway_ends_the_answer_short(
     assert resp.status == 200  # sent before the failure
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()  # never a clean end that would pass for the whole run
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_metrics_keys_on_a_batch_boundary_are_found(client: Client) -> None:
+    # Batches of 7: replications 7 and 14 end one batch each, 15 starts one.
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    special = {7: {"a": 1}, 14: {"b": 0.5}, 15: {"c": True}}
+    rows = [
+        db.ResultRow(
+            scenario_id=1,
+            replication=r,
+            seed=1,
+            total_labor_costs=9000.0,
+            ontime_delivery_rate=0.5,
+            metrics=special.get(r, {}),
+        )
+        for r in range(1, 21)
+    ]
+    await database.store_results(run["run_id"], rows)
+    keys = await database.export_metric_keys(run["run_id"])
+    assert keys == {"a": {"integer"}, "b": {"real"}, "c": {"true"}}
+
+
+async def test_an_export_reads_ahead_a_bounded_number_of_pieces() -> None:
+    made = 0
+
+    async def pieces() -> AsyncIterator[bytes]:
+        nonlocal made
+        for _ in range(100):
+            made += 1
+            yield b"x"
+
+    stream = exports.ahead(pieces(), depth=2)
+    assert await anext(stream) == b"x"
+    for _ in range(50):  # let the reader run as far as it may: it only yields, never waits
+        await asyncio.sleep(0)
+    # One handed over, two queued, one waiting for room: read ahead, but no further.
+    assert 2 < made <= 4
+    await stream.aclose()
