@@ -8,7 +8,7 @@ import gc
 import io
 import json
 import tracemalloc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -306,11 +306,9 @@ async def test_a_csv_of_plain_numbers_equals_the_whole_answer_and_keeps_snapshot
     # A rename after the run changes nothing in its export: the run recorded its names.
     await client.patch(f"/api/scenarios/{sid}", json={"scenario_name": "renamed"})
     names = {1: "現状シナリオ", sid: first}
-    stored = [
-        {"scenario_name": names[r["scenario_id"]], **r}
-        for r in await client.app[DB].run_results(run["run_id"])
-    ]
-    assert sum(r["ontime_delivery_rate"] < 1e-4 for r in stored) >= 3
+    rows = await client.app[DB].run_results(run["run_id"])
+    assert sum(r["ontime_delivery_rate"] < 1e-4 for r in rows) >= 3
+    stored = [{"scenario_name": names[r["scenario_id"]], **r} for r in rows]
     text = await (await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")).text()
     assert text == reference_csv(stored)
     assert fast >= 80 / 7  # every batch went through the fast encoder
@@ -411,7 +409,7 @@ async def test_metrics_keys_on_a_batch_boundary_are_found(client: Client) -> Non
     # Batches of 7: replications 7 and 14 end one batch each, 15 starts one.
     database = client.app[DB]
     run = await database.create_run([1], 100, 1, 0.0, {}, {})
-    special = {7: {"a": 1}, 14: {"b": 0.5}, 15: {"c": True}}
+    special: dict[int, dict[str, Any]] = {7: {"a": 1}, 14: {"b": 0.5}, 15: {"c": True}}
     rows = [
         db.ResultRow(
             scenario_id=1,
@@ -438,6 +436,7 @@ async def test_an_export_reads_ahead_a_bounded_number_of_pieces() -> None:
             yield b"x"
 
     stream = exports.ahead(pieces(), depth=2)
+    assert isinstance(stream, AsyncGenerator)
     assert await anext(stream) == b"x"
     for _ in range(50):  # let the reader run as far as it may: it only yields, never waits
         await asyncio.sleep(0)
