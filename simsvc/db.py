@@ -845,7 +845,7 @@ class Database:
                 " THEN 'bigint' ELSE j.type END AS kind FROM results, json_each(results.metrics) j"
                 " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
                 " AND (scenario_id, replication) <= (?4, ?5) AND result_id <= ?6"
-                " GROUP BY j.key, kind",
+                " AND metrics != '{}' GROUP BY j.key, kind",  # no keys: not parsed
                 (run_id, *after, *upto, bound),
             )
             for key, kind in rows:
