@@ -39,6 +39,7 @@ KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")
 STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
 EXPORT_BATCH_ROWS = 5_000  # rows read at a time by an export, under the connection's lock
+_LAST_KEY = 2**63 - 1  # past every scenario id and replication
 
 # (scenario_name, model, params) stored when a database is created
 InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
@@ -830,25 +831,28 @@ class Database:
         keys: dict[str, set[str]] = {}
         after = (0, 0)
         while True:
-            rows = await self._all(
-                "WITH batch AS (SELECT scenario_id, replication, metrics FROM results"
-                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
-                " AND result_id <= ?4 ORDER BY scenario_id, replication LIMIT ?5)"
-                # An integer past 64 bits is its own type: no integer column can hold it.
-                " SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
-                " THEN 'bigint' ELSE j.type END AS kind, NULL, NULL"
-                " FROM batch, json_each(batch.metrics) j GROUP BY j.key, kind"
-                " UNION ALL SELECT NULL, NULL, max(scenario_id), NULL FROM batch"
-                " UNION ALL SELECT NULL, NULL, NULL, max(replication) FROM batch"
-                " WHERE scenario_id = (SELECT max(scenario_id) FROM batch)",
-                (run_id, *after, bound, EXPORT_BATCH_ROWS),
+            # The batch's last key, from the index alone; then the batch's keys by range.
+            last = await self._all(
+                "SELECT scenario_id, replication FROM results WHERE run_id = ?1"
+                " AND (scenario_id, replication) > (?2, ?3) AND result_id <= ?4"
+                " ORDER BY scenario_id, replication LIMIT 1 OFFSET ?5",
+                (run_id, *after, bound, EXPORT_BATCH_ROWS - 1),
             )
-            last_sid, last_rep = rows[-2][2], rows[-1][3]
-            for key, kind, _, _ in rows[:-2]:
+            upto = (int(last[0][0]), int(last[0][1])) if last else (_LAST_KEY, _LAST_KEY)
+            rows = await self._all(
+                # An integer past 64 bits is its own type: no integer column can hold it.
+                "SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
+                " THEN 'bigint' ELSE j.type END AS kind FROM results, json_each(results.metrics) j"
+                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
+                " AND (scenario_id, replication) <= (?4, ?5) AND result_id <= ?6"
+                " AND metrics != '{}' GROUP BY j.key, kind",  # no keys: not parsed
+                (run_id, *after, *upto, bound),
+            )
+            for key, kind in rows:
                 keys.setdefault(str(key), set()).add(str(kind))
-            if last_sid is None:
+            if not last:
                 return keys
-            after = (int(last_sid), int(last_rep))
+            after = upto
 
     async def export_bound(self, run_id: int) -> int:
         """The largest result id stored now: an export covers the rows up to it."""
@@ -861,6 +865,8 @@ class Database:
         bound: int,
         names: Mapping[int, str],
         metrics: Sequence[tuple[str, MetricForm]],
+        *,
+        named: bool = True,
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         """A run's rows up to result id `bound`, by scenario and replication, in batches.
 
@@ -868,15 +874,17 @@ class Database:
         replication, seed, total_labor_costs, ontime_delivery_rate) and then one column
         per `metrics` entry: a key and the form
         its value takes (see `MetricForm`). The form `"metrics"` (any key) is the whole
-        stored metrics JSON. Each batch is one short query, so writers wait at most one
-        batch, and memory holds one batch whatever the run's size.
+        stored metrics JSON. Without `named`, the scenario's name is left out of each row.
+        Each batch is one short query, so writers wait at most one batch, and memory
+        holds one batch whatever the run's size.
         """
         columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
         paths = {f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)}
+        name = " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
         sql = (
             "SELECT scenario_id,"
-            " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
-            " replication, seed, total_labor_costs, ontime_delivery_rate"
+            + (name if named else "")
+            + " replication, seed, total_labor_costs, ontime_delivery_rate"
             + (f", {columns}" if columns else "")
             + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
             " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
@@ -894,7 +902,7 @@ class Database:
             if not batch:
                 return
             yield batch
-            after = (int(batch[-1][0]), int(batch[-1][2]))
+            after = (int(batch[-1][0]), int(batch[-1][2 if named else 1]))
 
     async def _scalar_locked(self, sql: str, args: Sequence[Any] = ()) -> Any:
         async with self._lock:
@@ -1183,8 +1191,8 @@ def _metric_sql(form: MetricForm, i: int) -> str:
     # "cell": the text Python's csv module writes for the value json.loads gives: numbers
     # as written (the stored JSON holds Python's repr), True/False, '' for null or absent.
     return (
-        f"CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False' WHEN 'null' THEN ''"
-        f" WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END"
+        f"ifnull(CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False'"
+        f" WHEN 'null' THEN '' WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END, '')"
     )
 
 

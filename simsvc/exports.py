@@ -22,12 +22,18 @@ both `CSV_FIXED` and the SELECT in `db.Database.export_batches`.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import csv
+import gc
+import importlib.util
 import io
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
 
 from . import db, jsontext
 
@@ -45,9 +51,13 @@ JSON_ROW = (
     ' "total_labor_costs": %r, "ontime_delivery_rate": %r, "metrics": %s}'
 )
 CONTAINERS = frozenset({"object", "array"})
+# The JSON types of a metrics key whose CSV cells never need quoting.
+PLAIN = frozenset({"integer", "bigint", "real", "true", "false", "null"})
+
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 
 Batch = list[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 class ParquetUnavailable(Exception):
@@ -67,11 +77,40 @@ def _plan(keys: dict[str, set[str]], form: db.MetricForm) -> list[tuple[str, db.
     return [(key, form) for key in sorted(keys)]
 
 
+async def ahead(pieces: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+    """The pieces, with up to `depth` more made while the caller works on one.
+
+    On the bytes, nothing would be read while a piece waits for the client to take it
+    in; on the rows, nothing would be read while a batch is encoded.
+    """
+    queue: asyncio.Queue[T | Exception | None] = asyncio.Queue(depth)
+
+    async def produce() -> None:
+        try:
+            async for piece in pieces:
+                await queue.put(piece)
+        except Exception as exc:  # handed to the sender, which ends the answer short
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    producer = asyncio.ensure_future(produce())
+    try:
+        while (piece := await queue.get()) is not None:
+            if isinstance(piece, Exception):
+                raise piece
+            yield piece
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
 async def _encoded(
     batches: AsyncIterator[Batch], encode: Callable[[Batch], bytes]
 ) -> AsyncIterator[bytes]:
     """Each batch encoded in a worker thread: the event loop only passes the bytes on."""
-    async for batch in batches:
+    async for batch in ahead(batches):
         yield await asyncio.to_thread(encode, batch)
 
 
@@ -89,7 +128,7 @@ async def json_export(database: db.Database, run_id: int) -> Export:
     names = {k: jsontext.dumps(v) for k, v in (await scenario_names(database, run_id)).items()}
     bound = await database.export_bound(run_id)
     batches = database.export_batches(run_id, bound, names, [("", "metrics")])
-    return Export("application/json", f"run-{run_id}-results.json", _json_body(batches))
+    return Export("application/json", f"run-{run_id}-results.json", ahead(_json_body(batches)))
 
 
 async def _json_body(batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
@@ -137,19 +176,31 @@ async def csv_export(database: db.Database, run_id: int) -> Export:
     bound = await database.export_bound(run_id)
     names = sorted(keys)
     header = _csv_text([(*CSV_FIXED, *names)])
+    pieces = _csv_rows(database.export_batches, (run_id, bound, scenarios), keys)
+    return Export("text/csv", f"run-{run_id}-results.csv", ahead(_csv_body(header, pieces)))
+
+
+def _csv_rows(
+    read: Callable[..., AsyncIterator[Batch]],
+    where: tuple[int, int, dict[int, str]],
+    keys: dict[str, set[str]],
+) -> AsyncIterator[bytes]:
+    """The rows as CSV, read and encoded the fastest way the run's metrics allow."""
+    names = sorted(keys)
+    if all(db.export_safe_key(k) and keys[k] <= PLAIN for k in names):
+        # Numbers, booleans and nulls only: no cell needs quoting (see `_csv_plain`).
+        plain: list[tuple[str, db.MetricForm]] = [(k, "cell") for k in names]
+        prefixes = _NamePrefixes(where[2])
+        return _encoded(read(*where, plain, named=False), lambda b: _csv_plain(b, prefixes))
     if all(db.export_safe_key(k) for k in names):
         # Containers come as JSON text and are re-written as json.dumps writes them.
         plan: list[tuple[str, db.MetricForm]] = [
             (k, "json" if keys[k] & CONTAINERS else "cell") for k in names
         ]
         fix = [FIXED_COLUMNS + i for i, (_, form) in enumerate(plan) if form == "json"]
-        batches = database.export_batches(run_id, bound, scenarios, plan)
-        body = _csv_body(header, _encoded(batches, lambda b: _csv_cells(b, fix)))
-    else:
-        # A key SQLite's JSON paths cannot name: read whole metrics objects instead.
-        batches = database.export_batches(run_id, bound, scenarios, [("", "metrics")])
-        body = _csv_body(header, _encoded(batches, lambda b: _csv_from_metrics(b, names)))
-    return Export("text/csv", f"run-{run_id}-results.csv", body)
+        return _encoded(read(*where, plan), lambda b: _csv_cells(b, fix))
+    # A key SQLite's JSON paths cannot name: read whole metrics objects instead.
+    return _encoded(read(*where, [("", "metrics")]), lambda b: _csv_from_metrics(b, names))
 
 
 async def _csv_body(header: bytes, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -162,6 +213,61 @@ def _csv_text(rows: Sequence[Sequence[Any]]) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
     return out.getvalue().encode("utf-8")
+
+
+class _NamePrefixes(dict[int, bytes]):
+    """`scenario_id,scenario_name,` as CSV, for every scenario id (the unknown: no name)."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def __missing__(self, sid: int) -> bytes:
+        name = self.names.get(sid, self.names.get(0, ""))
+        self[sid] = _csv_text([(sid, name, "")])[:-1]  # the row's text up to its third cell
+        return self[sid]
+
+
+def _csv_plain(batch: Batch, prefixes: _NamePrefixes) -> bytes:
+    """Rows without a name, of numbers and text cells that need no quoting, as CSV.
+
+    orjson writes each float as its shortest round-trip digits, the digits `repr` writes;
+    only its exponent notation differs, so a batch with an exponent (or a null or a
+    non-finite value) goes the slow way, through the csv module.
+    """
+    pieces = []
+    start = 0
+    while start < len(batch):
+        sid = batch[start][0]
+        end = bisect.bisect_right(batch, sid, lo=start, key=_first)
+        # [[sid,rep,...],[sid,rep,...]] -> sid,name,rep,...\nsid,name,rep,...\n
+        text = orjson.dumps(batch[start:end])
+        if _unlike_repr(text):
+            return _csv_text([(r[0], prefixes.names.get(r[0], ""), *r[1:]) for r in batch])
+        if b'"' in text:
+            text = text.replace(b'"', b"")  # the cells of metrics, before any name is in
+        first = b"[[%d," % sid
+        pieces.append(prefixes[sid])
+        pieces.append(text[len(first) : -2].replace(b"],[%d," % sid, b"\n" + prefixes[sid]))
+        pieces.append(b"\n")
+        start = end
+    return b"".join(pieces)
+
+
+def _unlike_repr(text: bytes) -> bool:
+    """Whether orjson may have written a value otherwise than `repr` and the csv module.
+
+    They differ on exponents (repr's `1e-05`, orjson's `1e-5`), small numbers (orjson's
+    `0.00001`) and None (and NaN or infinities), orjson's null. Every `e` that is not the
+    end of a `"True"` or `"False"` cell is an exponent. Each test is one scan in C.
+    """
+    if b"null" in text or b"0.0000" in text:
+        return True
+    return b"e" in text and text.count(b"e") != text.count(b'ue"') + text.count(b'se"')
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
 
 
 def _csv_cells(batch: Batch, containers: list[int]) -> bytes:
@@ -207,11 +313,31 @@ _PARQUET_TYPES: dict[frozenset[str], str] = {
 
 
 def parquet_available() -> bool:
-    try:
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether pyarrow is installed; found without importing it on the event loop."""
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def _load_pyarrow() -> None:
+    """Import pyarrow once, in a worker thread, and keep its objects out of collections.
+
+    pyarrow imports pandas, when installed, on its first array: some 60,000 objects that
+    live as long as the process. Left in the collector's care, each full collection (and
+    an export makes a dozen) walks them all and holds the event loop for 50 ms or more.
+    """
+    global _pyarrow_loaded
+    if _pyarrow_loaded:
+        return
+    import pyarrow as pa
+    import pyarrow.compute
+    import pyarrow.parquet
+
+    pa.array([0])
+    gc.collect()  # nothing that is garbage now is kept for good
+    gc.freeze()
+    _pyarrow_loaded = True
+
+
+_pyarrow_loaded = False
 
 
 async def parquet_export(database: db.Database, run_id: int) -> Export:
@@ -220,6 +346,7 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
         raise ParquetUnavailable(
             "Parquet needs pyarrow, which is not installed: pip install 'simsvc[parquet]'"
         )
+    await asyncio.to_thread(_load_pyarrow)
     scenarios = await scenario_names(database, run_id)
     keys = await database.export_metric_keys(run_id)
     bound = await database.export_bound(run_id)
@@ -232,7 +359,8 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
     ]
     writer = _ParquetWriter(names, types)
     batches = database.export_batches(run_id, bound, scenarios, plan)
-    return Export(PARQUET_MEDIA_TYPE, f"run-{run_id}-results.parquet", writer.body(batches))
+    body = ahead(writer.body(batches))
+    return Export(PARQUET_MEDIA_TYPE, f"run-{run_id}-results.parquet", body)
 
 
 class _ParquetWriter:
@@ -290,6 +418,10 @@ class _ParquetWriter:
 
             self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd")
         self._writer.close()
+        import pyarrow as pa
+
+        # Give back what the pool keeps for reuse: an export's memory ends with it.
+        pa.default_memory_pool().release_unused()
         return self._sink.take()
 
 

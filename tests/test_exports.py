@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import gc
 import io
 import json
 import tracemalloc
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, ClassVar
 
+import aiohttp
 import numpy as np
 import pytest
 from pytest_aiohttp import AiohttpClient
@@ -44,6 +47,33 @@ class OddMetricsModel(sim.Model):
         }
         if x > 0.6:
             out["sometimes"] = x
+        return out
+
+
+class PlainMetricsModel(sim.Model):
+    """Only numbers, booleans and nulls: the CSV export's fast path, exponents and all."""
+
+    name = "plain"
+    version = "1.0.0"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+
+    def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        x = float(rng.uniform())
+        out: dict[str, Any] = {
+            "total_labor_costs": 9000 + 3000 * x,
+            # repr writes an exponent here: those batches go the slow way
+            "ontime_delivery_rate": x if x > 0.15 else x * 1e-6,
+            "count": int(x * 1000),
+            "big_int": 2**70 + int(x * 10),
+            "flag": x > 0.5,
+            "nothing": None,
+            "mixed": 3 if x > 0.5 else 0.25,
+            "share": x / 7,
+        }
+        if x < 0.15:
+            out["tiny"] = x * 1e-6  # stored as the text repr wrote, exponent and all
+        if x > 0.6:
+            out["sometimes"] = x * 1e20
         return out
 
 
@@ -85,6 +115,15 @@ async def _odd_run(
     return client, run["run_id"]
 
 
+@pytest.fixture(autouse=True)
+def frozen(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    # The first Parquet export freezes what is alive then: not the whole test process.
+    calls: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(True))
+    monkeypatch.setattr(exports, "_pyarrow_loaded", False)
+    return calls
+
+
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     # Several batches even for a small run, so joining batches is exercised.
@@ -124,7 +163,7 @@ async def test_an_empty_run_exports_an_empty_list_and_a_header(client: Client) -
 
 @pytest.mark.usefixtures("small_batches")
 async def test_parquet_export_holds_the_same_values_typed(
-    aiohttp_client: AiohttpClient, config: Config
+    aiohttp_client: AiohttpClient, config: Config, frozen: list[bool]
 ) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     client, run_id = await _odd_run(aiohttp_client, config, 20)
@@ -135,6 +174,7 @@ async def test_parquet_export_holds_the_same_values_typed(
     assert resp.status == 200
     assert resp.content_type == exports.PARQUET_MEDIA_TYPE
     table = pq.read_table(io.BytesIO(await resp.read()))
+    assert frozen == [True]  # pyarrow's objects are kept out of every later collection
     assert table.schema.field("count").type == "int64"
     assert table.schema.field("tiny").type == "double"
     assert table.schema.field("flag").type == "bool"
@@ -241,3 +281,166 @@ async def test_a_null_or_absent_metric_is_an_empty_csv_cell_never_none(
             assert json.loads(row["shape"]) == metrics["shape"]  # a nested null stays null
             assert '"b": null' in row["shape"]
     assert absent > 40  # "nothing" is null in every odd row; the uniform rows lack them all
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_a_csv_of_plain_numbers_equals_the_whole_answer_and_keeps_snapshot_names(
+    aiohttp_client: AiohttpClient, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = 0
+    plain = exports._csv_plain
+
+    def counted(batch: exports.Batch, prefixes: Any) -> bytes:
+        nonlocal fast
+        fast += 1
+        return plain(batch, prefixes)
+
+    monkeypatch.setattr(exports, "_csv_plain", counted)
+    models = {**sim.load_models(), "plain": PlainMetricsModel()}
+    client = await aiohttp_client(create_app(config, models=models))
+    first = 'plain, "quoted"\nname'  # a name that needs CSV quoting
+    resp = await client.post("/api/scenarios", json={"scenario_name": first, "model": "plain"})
+    sid = (await resp.json())["scenario_id"]
+    run = await start_run(client, scenario_ids=[1, sid], replications=40, seed=5)
+    ended = await wait_for_run(client, run["run_id"])
+    assert ended["status"] == "completed", ended["error"]
+    # A rename after the run changes nothing in its export: the run recorded its names.
+    await client.patch(f"/api/scenarios/{sid}", json={"scenario_name": "renamed"})
+    names = {1: "現状シナリオ", sid: first}
+    rows = await client.app[DB].run_results(run["run_id"])
+    assert sum(r["ontime_delivery_rate"] < 1e-4 for r in rows) >= 3
+    stored = [{"scenario_name": names[r["scenario_id"]], **r} for r in rows]
+    text = await (await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")).text()
+    assert text == reference_csv(stored)
+    assert fast >= 80 / 7  # every batch went through the fast encoder
+
+
+PLAIN_NAMES = {0: "", 1: "現状シナリオ", 2: 'a, "b"\nc'}
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        # one scenario, floats that need 17 digits, integral floats, booleans, empty cells
+        [(1, 1, 7, 9904.688661291335, 0.1, "384", "True", ""), (1, 2, 7, 9000.0, 1.0, "", "", "")],
+        # a batch across two scenarios, the second's name quoted
+        [(1, 40, 7, 10583.73243706343, 0.5, "1", "False", ""), (2, 1, 7, 1.5, 0.25, "", "", "")],
+        # a scenario the run's names lack: no name, as before
+        [(3, 1, 7, 2.5, 0.75, "2", "True", "")],
+        # repr writes exponents, orjson would not: 1e-05, 1e+16, 5e-324
+        [(1, 1, 7, 1e16, 1e-5, "", "", ""), (1, 2, 7, 5e-324, 0.0001, "", "", "")],
+        # a null seed
+        [(1, 1, None, 9500.25, 0.5, "1", "", "")],
+        # a metrics cell stored with an exponent is copied as stored
+        [(1, 1, 7, 9500.25, 0.5, "1e-300", "", "")],
+    ],
+)
+def test_the_fast_csv_encoder_writes_what_the_csv_module_writes(batch: exports.Batch) -> None:
+    want = io.StringIO()
+    rows = [(r[0], PLAIN_NAMES.get(r[0], ""), *r[1:]) for r in batch]
+    csv.writer(want, lineterminator="\n").writerows(rows)
+    got = exports._csv_plain(batch, exports._NamePrefixes(PLAIN_NAMES))
+    assert got.decode("utf-8") == want.getvalue()
+
+
+async def _store_uniform_rows(database: db.Database, run_id: int, first: int, count: int) -> None:
+    rows = [
+        db.ResultRow(
+            scenario_id=1,
+            replication=r,
+            seed=1,
+            total_labor_costs=9000.0 + r / 7,
+            ontime_delivery_rate=0.5,
+            metrics={},
+        )
+        for r in range(first, first + count)
+    ]
+    await database.store_results(run_id, rows)
+
+
+@pytest.mark.usefixtures("small_batches")
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+async def test_an_export_of_a_run_being_written_holds_the_rows_stored_when_it_began(
+    client: Client, fmt: str
+) -> None:
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 30)
+    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format={fmt}")
+    head = await resp.content.read(10)  # the export has begun, and read ahead
+    await _store_uniform_rows(database, run["run_id"], 31, 30)  # stored while it streams
+    assert _replications(fmt, head + await resp.content.read()) == list(range(1, 31))
+    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format={fmt}")
+    assert _replications(fmt, await resp.read()) == list(range(1, 61))  # a later one: all
+
+
+def _replications(fmt: str, body: bytes) -> list[int]:
+    text = body.decode("utf-8")
+    if fmt == "csv":
+        return [int(row["replication"]) for row in csv.DictReader(io.StringIO(text))]
+    return [int(row["replication"]) for row in json.loads(text)]
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_an_export_that_fails_midway_ends_the_answer_short(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 30)
+    encode = exports._csv_plain
+    calls = 0
+
+    def failing(batch: exports.Batch, prefixes: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("disk went away")
+        return encode(batch, prefixes)
+
+    monkeypatch.setattr(exports, "_csv_plain", failing)
+    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")
+    assert resp.status == 200  # sent before the failure
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()  # never a clean end that would pass for the whole run
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_metrics_keys_on_a_batch_boundary_are_found(client: Client) -> None:
+    # Batches of 7: replications 7 and 14 end one batch each, 15 starts one.
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    special: dict[int, dict[str, Any]] = {7: {"a": 1}, 14: {"b": 0.5}, 15: {"c": True}}
+    rows = [
+        db.ResultRow(
+            scenario_id=1,
+            replication=r,
+            seed=1,
+            total_labor_costs=9000.0,
+            ontime_delivery_rate=0.5,
+            metrics=special.get(r, {}),
+        )
+        for r in range(1, 21)
+    ]
+    await database.store_results(run["run_id"], rows)
+    keys = await database.export_metric_keys(run["run_id"])
+    assert keys == {"a": {"integer"}, "b": {"real"}, "c": {"true"}}
+
+
+async def test_an_export_reads_ahead_a_bounded_number_of_pieces() -> None:
+    made = 0
+
+    async def pieces() -> AsyncIterator[bytes]:
+        nonlocal made
+        for _ in range(100):
+            made += 1
+            yield b"x"
+
+    stream = exports.ahead(pieces(), depth=2)
+    assert isinstance(stream, AsyncGenerator)
+    assert await anext(stream) == b"x"
+    for _ in range(50):  # let the reader run as far as it may: it only yields, never waits
+        await asyncio.sleep(0)
+    # One handed over, two queued, one waiting for room: read ahead, but no further.
+    assert 2 < made <= 4
+    await stream.aclose()
