@@ -23,7 +23,8 @@ from statistics import median
 import aiohttp
 import psutil
 
-from simsvc import sim
+from simsvc import backends, sim
+from simsvc.chunks import simulate_chunk
 from simsvc.dask_backend import DaskBackend
 
 from . import servers
@@ -49,7 +50,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-async def round_trip_ms(backend: sim.Backend, count: int) -> float:
+async def round_trip_ms(backend: backends.Backend, count: int) -> float:
     """Median time of one empty task, submitted alone and awaited."""
     times = []
     for _ in range(count):
@@ -59,7 +60,7 @@ async def round_trip_ms(backend: sim.Backend, count: int) -> float:
     return 1000 * median(times)
 
 
-async def chunked(backend: sim.Backend, replications: int, size: int) -> float:
+async def chunked(backend: backends.Backend, replications: int, size: int) -> float:
     """Seconds to compute `replications` in chunks of `size`, two per worker in flight."""
     plan: sim.ScenarioPlan = {1: (sim.WAREHOUSE, sim.WAREHOUSE.defaults)}
     pairs = [(1, r) for r in range(1, replications + 1)]
@@ -68,7 +69,7 @@ async def chunked(backend: sim.Backend, replications: int, size: int) -> float:
 
     async def one(chunk: list[tuple[int, int]]) -> None:
         async with limit:
-            await backend.submit(sim.simulate_chunk, plan, 7, chunk)
+            await backend.submit(simulate_chunk, plan, 7, chunk)
 
     began = time.perf_counter()
     await asyncio.gather(*(one(c) for c in chunks))
@@ -76,9 +77,9 @@ async def chunked(backend: sim.Backend, replications: int, size: int) -> float:
 
 
 @contextlib.asynccontextmanager
-async def both_backends() -> AsyncIterator[dict[str, sim.Backend]]:
-    pool = await sim.open_backend("process", WORKERS)
-    dask = await DaskBackend.open("dask-local", WORKERS, sim.ClusterTimeouts())
+async def both_backends() -> AsyncIterator[dict[str, backends.Backend]]:
+    pool = await backends.open_backend("process", WORKERS)
+    dask = await DaskBackend.open("dask-local", WORKERS, backends.ClusterTimeouts())
     try:
         await asyncio.gather(*(pool.submit(os.getpid) for _ in range(4 * WORKERS)))
         yield {"process": pool, "dask-local": dask}

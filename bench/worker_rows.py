@@ -1,4 +1,4 @@
-"""What a worker spends per row: `sim.simulate_chunk` here against an earlier version.
+"""What a worker spends per row: `chunks.simulate_chunk` here against an earlier version.
 
 Each version runs in its own Python process (the earlier one extracted with `git archive`,
 first on `PYTHONPATH`), alternately, and reports the CPU time of one chunk per row, so
@@ -29,17 +29,21 @@ WORKER_US_PER_ROW = 4.0
 PROBE = """
 import json, sys, time
 from simsvc import sim
+try:
+    from simsvc.chunks import simulate_chunk
+except ImportError:  # a baseline from before `chunks` held it
+    simulate_chunk = sim.simulate_chunk
 cases, rounds = json.loads(sys.argv[1]), int(sys.argv[2])
 models = {"uniform": (sim.UNIFORM, {}), "warehouse": (sim.WAREHOUSE, sim.WAREHOUSE.defaults)}
 out = {}
 for name, pairs in cases:
     plan = {u: models[name] for u in (1, 2, 3)}
     chunk = [(u, r) for r in range(1, pairs // 3 + 1) for u in (1, 2, 3)]
-    sim.simulate_chunk(plan, 12345, chunk)
+    simulate_chunk(plan, 12345, chunk)
     best = float("inf")
     for _ in range(rounds):
         began = time.process_time()
-        sim.simulate_chunk(plan, 12345, chunk)
+        simulate_chunk(plan, 12345, chunk)
         best = min(best, time.process_time() - began)
     out[f"{name} {pairs}"] = best / len(chunk) * 1e6
 print(json.dumps(out))

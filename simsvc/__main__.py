@@ -22,7 +22,7 @@ from .cli import main as client_main
 
 log = logging.getLogger("simsvc")
 
-# The same names as simsvc.sim.POOL_EXECUTORS, kept here so that parsing imports no NumPy.
+# The same names as simsvc.backends.POOL_EXECUTORS, kept here so that parsing imports no NumPy.
 POOL_EXECUTORS = ("process", "thread", "inline")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DESCRIPTION = (
@@ -207,7 +207,7 @@ def serve(args: argparse.Namespace) -> None:
     _check_can_listen(args.host, args.port)  # before the database is created or opened
     from aiohttp import web
 
-    from .sim import ClusterTimeouts
+    from .backends import ClusterTimeouts
     from .web import Config, create_app, warn_if_exposed
 
     config = Config(

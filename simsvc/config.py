@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import sim
+from . import backends
 from .openapi import MAX_WS_MESSAGE_BYTES
 from .runner import DEFAULT_CHUNK_TIMEOUT_S
 
@@ -14,7 +14,7 @@ class Config:
     """Everything the app is configured with; `create_app` does no I/O with it."""
 
     db_path: str = "simsvc.db"
-    workers: int = field(default_factory=sim.default_workers)
+    workers: int = field(default_factory=backends.default_workers)
     executor: str = "process"  # process, thread, inline, dask-local or dask://HOST:PORT
     heartbeat_s: float = 30.0
     max_ws_message_bytes: int = MAX_WS_MESSAGE_BYTES
@@ -28,4 +28,4 @@ class Config:
     # A chunk of replications still computing after this long fails its run.
     chunk_timeout_s: float = DEFAULT_CHUNK_TIMEOUT_S
     # How a Dask executor follows its cluster: reconnects, waiting runs, their time limit.
-    cluster: sim.ClusterTimeouts = field(default_factory=sim.ClusterTimeouts)
+    cluster: backends.ClusterTimeouts = field(default_factory=backends.ClusterTimeouts)

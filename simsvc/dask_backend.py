@@ -12,7 +12,7 @@ lost its scheduler (a `distributed.Client` gives up for good after its timeout),
 a chunk that has waited longer than `give_up_s` for a scheduler or a worker.
 
 Results stay bit-identical to the other executors: a chunk is the same
-`sim.simulate_chunk` call, and each replication draws only from `sim.stream(seed, r)`.
+`chunks.simulate_chunk` call, and each replication draws only from `sim.stream(seed, r)`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from distributed import Client, Future, LocalCluster, WorkerPlugin
 from distributed.client import FutureCancelledError
 
 from . import StartupError
-from .sim import ClusterTimeouts, ExecutorState, ExecutorStatus
+from .backends import ClusterTimeouts, ExecutorState, ExecutorStatus
 from .workers import WORKER_NICENESS
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class LowerPriority(WorkerPlugin):
 
 
 class DaskBackend:
-    """A `sim.Backend` on a Dask cluster; `workers` is the cluster's current thread count."""
+    """A `backends.Backend` on a Dask cluster; `workers` is the cluster's current thread count."""
 
     def __init__(
         self,

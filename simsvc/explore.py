@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import db, sim
+from . import chunks, db, sim
 from .experiment_procedures import (
     SearchProcedure,
     SelectionProcedure,
@@ -75,7 +75,7 @@ class ExperimentEvents:
     ) -> set[tuple[int, int]]:
         return await self._store.experiment_stored(run_id, units, first, last)
 
-    async def results_ready(self, run_id: int, rows: Sequence[sim.Replication]) -> None:
+    async def results_ready(self, run_id: int, rows: Sequence[chunks.Replication]) -> None:
         used = await self._store.store_experiment_results(run_id, [_row(r) for r in rows])
         live = self.live.get(run_id)
         if live is not None:
@@ -243,7 +243,7 @@ def _dearest_corner(plan: Plan) -> dict[str, Any]:
     return corner
 
 
-def _row(r: sim.Replication) -> ExperimentRow:
+def _row(r: chunks.Replication) -> ExperimentRow:
     return ExperimentRow(
         point_id=r["scenario_id"],
         replication=r["replication"],

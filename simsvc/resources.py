@@ -13,6 +13,7 @@ from aiohttp import web
 
 from . import (
     StartupError,
+    backends,
     db,
     experiment_store,
     experiment_view,
@@ -30,7 +31,7 @@ from .schema import Checker
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
-BACKEND = web.AppKey("backend", sim.Executor)
+BACKEND = web.AppKey("backend", backends.Executor)
 DB = web.AppKey("db", db.Database)
 EXPERIMENTS = web.AppKey("experiments", experiment_store.ExperimentStore)
 RUNS = web.AppKey("runs", runs.Runs)
@@ -49,7 +50,7 @@ EXPERIMENT_VIEWS = web.AppKey("experiment_views", experiment_view.ViewCache)
 SEED_SCENARIOS = (("現状シナリオ", 5), ("人員1名追加", 6), ("人員1名削減", 4))
 
 
-def waiting(backend: sim.Executor) -> dict[str, Any]:
+def waiting(backend: backends.Executor) -> dict[str, Any]:
     """Whether active runs wait for workers of a Dask cluster, and since when."""
     since = backend.waiting_since()
     return {"waiting_for_workers": since is not None, "waiting_since": since}
@@ -107,7 +108,7 @@ def _lock_database(path: str) -> lockfile.LockFile | None:
 async def executor_ctx(app: web.Application) -> AsyncIterator[None]:
     # Before the database: a service that cannot compute fails before it creates a file.
     config = app[CONFIG]
-    backend = await sim.open_backend(config.executor, config.workers, config.cluster)
+    backend = await backends.open_backend(config.executor, config.workers, config.cluster)
     app[BACKEND] = backend
     try:
         yield

@@ -19,7 +19,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from .sim import Backend, Chunk, ScenarioPlan, simulate_chunk
+from .backends import Backend
+from .chunks import Chunk, simulate_chunk
+from .sim import ScenarioPlan
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, analysis, db, sim
+from . import __version__, analysis, chunks, db, sim
 from .hub import Hub
 from .openapi import MAX_REPLICATIONS
 from .runner import Batch, Finish, Job, Pair, PlainProcedure, Procedure, Runner
@@ -204,7 +204,7 @@ class RunEvents:
     async def stored(self, run_id: int, units: Sequence[int], first: int, last: int) -> set[Pair]:
         return await self._db.stored_replications(run_id, units, first, last)
 
-    async def results_ready(self, run_id: int, rows: sim.Chunk) -> None:
+    async def results_ready(self, run_id: int, rows: chunks.Chunk) -> None:
         done = await self._db.store_chunk(run_id, rows.rows, rows.moments)
         run_total = await self._db.run_total(run_id)
         now = time.monotonic()
@@ -383,7 +383,7 @@ class Runs:
         plan = self.snapshot_plan(run, [scenario_id])
         stored = await self.db.run_result(run_id, scenario_id, replication)
         rows = await self.runner.backend.submit(
-            sim.simulate_chunk, plan, run["seed"], [(scenario_id, replication)]
+            chunks.simulate_chunk, plan, run["seed"], [(scenario_id, replication)]
         )
         recomputed = json.loads(json.dumps(rows[0]))  # the form a stored row comes back in
         entry = run["snapshot"][str(scenario_id)]

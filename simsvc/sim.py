@@ -1,51 +1,29 @@
-"""Simulation: the models, their registry, and the runner that executes runs.
+"""The models: pure functions of params and a random stream, their registry and their cost.
 
 A model is a pure function of (params, random stream). Replication `r` of a run with
-seed `s` always draws from `numpy.random.default_rng([s, r])`, whichever scenario,
-worker or executor computes it, so scenarios share common random numbers and a seed
-reproduces a run bit for bit.
+seed `s` always draws from `stream(s, r)`, that is `numpy.random.default_rng([s, r])`,
+whichever scenario, worker or executor computes it, so scenarios share common random
+numbers and a seed reproduces a run bit for bit.
 
-`simulate_chunk` computes a chunk of (unit, replication) pairs on a `Backend` (a process
-or thread pool here, or Dask); `runner` decides which chunks, and `runs` owns the run.
-A chunk's streams are computed together (`streams.Streams`): a model's `simulate` gets
-one reused generator set to each replication's stream in turn, and a model with a batch
-form (`Model.simulate_batch`, as `uniform`) computes all of a unit's replications at once.
+Here too: checking a scenario's params against its model (`ParamsChecker`) and the
+bounds on what one replication and one run may cost (`Model.work`). A plug-in model
+subclasses `Model` (docs/plugins.md). `chunks` computes replications of these models,
+`backends` says where, and `runner` decides which.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import heapq
-import json
 import logging
-import math
-import os
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
-from itertools import chain, repeat
-from typing import (
-    Any,
-    ClassVar,
-    Literal,
-    Protocol,
-    TypedDict,
-    TypeVar,
-    cast,
-    get_args,
-    overload,
-)
+from typing import Any, ClassVar, Literal, TypedDict
 
 import numpy as np
 
-from . import StartupError
-from .moments import Moments, UnitMoments, kpi_moments, kpi_values
 from .schema import Checker, FieldError, InvalidInput
 from .streams import Streams
-from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +33,6 @@ MAX_REPLICATION_WORK = 1_000_000.0  # one replication: about a second
 MAX_RUN_WORK = 4_000_000_000.0  # one run or experiment: one to two hours of one core
 SEED_SCHEME = "numpy.random.default_rng([seed, replication]) (PCG64 seeded by SeedSequence)"
 HEADLINE_KPIS = ("total_labor_costs", "ontime_delivery_rate")
-T = TypeVar("T")
 
 
 class ModelError(Exception):
@@ -65,15 +42,6 @@ class ModelError(Exception):
 class Kpi(TypedDict):
     name: str
     direction: Literal["min", "max"]
-
-
-class Replication(TypedDict):
-    scenario_id: int
-    replication: int
-    seed: int | None
-    total_labor_costs: float
-    ontime_delivery_rate: float
-    metrics: dict[str, Any]
 
 
 def stream(seed: int, replication: int) -> np.random.Generator:
@@ -412,335 +380,5 @@ def check_replication_work(model: Model, params: Mapping[str, Any], where: str =
     raise InvalidInput([FieldError(field=name, message=message)])
 
 
-# -- replications ---------------------------------------------------------------------
-
 # scenario_id -> (model, params)
 ScenarioPlan = dict[int, tuple[Model, dict[str, Any]]]
-
-
-# A row as the insert binds it: (scenario_id, replication, seed, total_labor_costs,
-# ontime_delivery_rate, metrics as JSON text).
-EncodedRow = tuple[int, int, int, float, float, str]
-# One encoder for every row: json.dumps with options builds a new one per call. The same
-# text storage wrote when it encoded rows itself.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-class Chunk(Sequence[Replication]):
-    """A computed chunk, ready to store without touching each row again.
-
-    `rows` are bound to the insert as they are; `moments` holds each unit's count, mean
-    and M2 of every KPI over the chunk, which storage merges into the stored ones (Chan,
-    Golub and LeVeque). Read as a sequence, a chunk gives its rows as `Replication`s.
-    """
-
-    __slots__ = ("moments", "rows")
-
-    def __init__(self, rows: list[EncodedRow], moments: UnitMoments) -> None:
-        self.rows = rows
-        self.moments = moments
-
-    def __reduce__(self) -> tuple[type[Chunk], tuple[list[EncodedRow], UnitMoments]]:
-        return (Chunk, (self.rows, self.moments))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @overload
-    def __getitem__(self, index: int) -> Replication: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Replication]: ...
-
-    def __getitem__(self, index: int | slice) -> Replication | list[Replication]:
-        if isinstance(index, slice):
-            return [_decoded(row) for row in self.rows[index]]
-        return _decoded(self.rows[index])
-
-
-def _decoded(row: EncodedRow) -> Replication:
-    sid, replication, seed, cost, rate, metrics = row
-    return Replication(
-        scenario_id=sid,
-        replication=replication,
-        seed=seed,
-        total_labor_costs=cost,
-        ontime_delivery_rate=rate,
-        metrics=json.loads(metrics),
-    )
-
-
-def simulate_chunk(scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int, int]]) -> Chunk:
-    """Run (scenario_id, replication) pairs; module-level so that any executor can ship it.
-
-    Everything per row happens here, where the chunk is computed: the metrics JSON and
-    each unit's moments. The streams of the chunk's replications are computed together,
-    and a model with a batch form (`Model.simulate_batch`) computes a unit's
-    replications at once. The rows come back in the order of `pairs`.
-    """
-    if not pairs:
-        return Chunk([], {})
-    flat = np.fromiter(chain.from_iterable(pairs), dtype=np.int64, count=2 * len(pairs))
-    table = flat.reshape(len(pairs), 2)
-    replications, position = np.unique(table[:, 1], return_inverse=True)
-    streams = Streams(seed, replications)
-    parts: list[tuple[np.ndarray[Any, Any], list[EncodedRow]]] = []
-    moments: UnitMoments = {}
-    for unit, at in _by_unit(table[:, 0]):
-        model, params = scenarios[unit]
-        rows, moments[unit] = _unit_rows(model, params, unit, streams.take(position[at]))
-        parts.append((at, rows))
-    if len(parts) == 1:
-        return Chunk(parts[0][1], moments)
-    rows = [row for _, part in parts for row in part]
-    order = np.argsort(np.concatenate([at for at, _ in parts]))
-    return Chunk([rows[i] for i in order.tolist()], moments)
-
-
-def _by_unit(units: np.ndarray[Any, Any]) -> list[tuple[int, np.ndarray[Any, Any]]]:
-    """Each unit with the positions of its pairs, units in order of first appearance."""
-    order = np.argsort(units, kind="stable")
-    ordered = units[order]
-    starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    groups = sorted(np.split(order, starts), key=lambda group: int(group[0]))
-    return [(int(units[group[0]]), group) for group in groups]
-
-
-def _unit_rows(
-    model: Model, params: dict[str, Any], unit: int, streams: Streams
-) -> tuple[list[EncodedRow], dict[str, Moments]]:
-    """One unit's rows of a chunk, and the moments of its KPIs over them."""
-    columns = model.simulate_batch(params, streams)
-    if columns is None:
-        outs = (model.simulate(params, streams.generator(i)) for i in range(len(streams)))
-        return _encoded(model, unit, streams, outs)
-    arrays = {name: _column(model, name, values, len(streams)) for name, values in columns.items()}
-    if set(arrays) == set(HEADLINE_KPIS) and all(a.dtype.kind in "iuf" for a in arrays.values()):
-        return _kpi_rows(model, unit, streams, arrays)
-    # Metrics, or values to check one at a time: each row as `simulate` would give it.
-    names, listed = list(arrays), [a.tolist() for a in arrays.values()]
-    outs = (dict(zip(names, row, strict=True)) for row in zip(*listed, strict=True))
-    return _encoded(model, unit, streams, outs)
-
-
-def _kpi_rows(
-    model: Model, unit: int, streams: Streams, arrays: Mapping[str, np.ndarray[Any, Any]]
-) -> tuple[list[EncodedRow], dict[str, Moments]]:
-    """Rows of the two headline KPIs and no metrics, checked and summed up as arrays."""
-    cost, rate = (_finite(model, kpi, arrays[kpi]) for kpi in HEADLINE_KPIS)
-    reps, seed, no_metrics = streams.replications.tolist(), streams.seed, _ENCODER.encode({})
-    columns = (cost.tolist(), rate.tolist())
-    rows = list(zip(repeat(unit), reps, repeat(seed), *columns, repeat(no_metrics)))
-    return rows, {
-        kpi: Moments.of_array(a) for kpi, a in zip(HEADLINE_KPIS, (cost, rate), strict=True)
-    }
-
-
-def _encoded(
-    model: Model, unit: int, streams: Streams, outs: Iterable[Mapping[str, Any]]
-) -> tuple[list[EncodedRow], dict[str, Moments]]:
-    """Rows from one output dict per replication: checked, encoded, and their moments."""
-    rows: list[EncodedRow] = []
-    values: list[dict[str, float]] = []
-    seed = streams.seed
-    for replication, out in zip(streams.replications.tolist(), outs, strict=True):
-        row = _replication(model, unit, replication, seed, out)
-        cost, rate, metrics = row["total_labor_costs"], row["ontime_delivery_rate"], row["metrics"]
-        rows.append((unit, replication, seed, cost, rate, _ENCODER.encode(metrics)))
-        values.append(kpi_values(cost, rate, metrics))
-    return rows, kpi_moments(values)
-
-
-def _column(model: Model, name: str, values: Any, n: int) -> np.ndarray[Any, Any]:
-    column = np.asarray(values)
-    if column.shape != (n,):
-        raise ModelError(
-            f"model {model.name} returned {name} of shape {column.shape} for {n} replications"
-        )
-    return column
-
-
-def _finite(model: Model, kpi: str, column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    values = column.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        raise ModelError(f"model {model.name} returned {kpi}={values[~finite][0].item()!r}")
-    return values
-
-
-def _replication(
-    model: Model, scenario_id: int, replication: int, seed: int, out: Mapping[str, Any]
-) -> Replication:
-    kpis = {}
-    for kpi in HEADLINE_KPIS:
-        value = out.get(kpi)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise ModelError(f"model {model.name} returned {kpi}={value!r}")
-        kpis[kpi] = float(value)
-    metrics = {k: _plain(v) for k, v in out.items() if k not in HEADLINE_KPIS}
-    return Replication(
-        scenario_id=scenario_id,
-        replication=replication,
-        seed=seed,
-        total_labor_costs=kpis["total_labor_costs"],
-        ontime_delivery_rate=kpis["ontime_delivery_rate"],
-        metrics=metrics,
-    )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# -- executors ------------------------------------------------------------------------
-
-ExecutorKind = Literal["process", "thread", "inline"]
-POOL_EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
-# What every chunk needs: imported by a new worker process before it takes work.
-WORKER_PRELOAD = ("simsvc.runner",)
-
-
-class InlineExecutor(concurrent.futures.Executor):
-    """Runs each call at once in the caller's thread: for debugging only, it blocks the loop."""
-
-    def submit(
-        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-
-ExecutorState = Literal["ready", "connected", "reconnecting", "no workers", "closed"]
-
-
-class ExecutorStatus(TypedDict, total=False):
-    """What `/api/health` says about where replications are computed."""
-
-    executor: str
-    state: ExecutorState
-    workers: int
-    threads: int
-    since: str  # when `state` began (Dask only)
-    scheduler: str  # the Dask scheduler's address
-
-
-@dataclass(frozen=True)
-class ClusterTimeouts:
-    """How a Dask executor follows its cluster (the pools ignore it)."""
-
-    connect_s: float = 10.0  # to reach the scheduler, at start-up and on each reconnect
-    poll_s: float = 1.0  # how often the cluster's size and health are read
-    waiting_after_s: float = 10.0  # no worker this long: runs are reported as waiting
-    give_up_s: float = 120.0  # no worker or scheduler this long: the waiting runs fail
-    reconnect_first_s: float = 0.5  # backoff between reconnect attempts: first...
-    reconnect_max_s: float = 30.0  # ...and longest
-
-
-class Backend(Protocol):
-    """Where chunks of replications are computed."""
-
-    @property
-    def workers(self) -> int:
-        """How many chunks it computes at once now; read again at every top-up."""
-        ...
-
-    async def submit(self, fn: Callable[..., T], *args: Any) -> T: ...
-
-    async def close(self) -> None: ...
-
-
-class Executor(Backend, Protocol):
-    """A backend as the service runs it: it can say how it is."""
-
-    def status(self) -> ExecutorStatus: ...
-
-    def waiting_since(self) -> str | None:
-        """Since when (ISO time) runs have been waiting for a worker, or None."""
-        ...
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call `listener` when `waiting_since` changes."""
-        ...
-
-
-class PoolBackend:
-    """Worker processes (stopped one by one when their chunk is abandoned), threads or inline."""
-
-    def __init__(self, kind: ExecutorKind, workers: int) -> None:
-        self.kind = kind
-        self.workers = workers
-        self._processes: WorkerPool | None = None
-        self._pool: concurrent.futures.Executor | None = None
-        if kind == "process":
-            method = "spawn" if sys.platform == "win32" else "forkserver"
-            self._processes = WorkerPool(workers, method, preload=WORKER_PRELOAD)
-        elif kind == "thread":
-            self._pool = concurrent.futures.ThreadPoolExecutor(workers, "simsvc-sim")
-        else:
-            self._pool = InlineExecutor()
-
-    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` on a worker; cancelling it kills the worker process computing it.
-
-        A thread cannot be stopped: a cancelled call on the thread pool runs to its end.
-        """
-        if self._processes is not None:
-            return await self._processes.submit(fn, *args)
-        assert self._pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def warm_up(self) -> None:
-        """Start the worker processes now, so that the first run does not pay for them."""
-        if self._processes is not None:
-            self._processes.warm_up()
-
-    def status(self) -> ExecutorStatus:
-        return ExecutorStatus(
-            executor=self.kind, state="ready", workers=self.workers, threads=self.workers
-        )
-
-    def waiting_since(self) -> str | None:
-        return None  # a local pool always has its workers
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        pass
-
-    async def close(self) -> None:
-        """Stop at once: worker processes are killed, threads finish their current call."""
-        if self._processes is not None:
-            await self._processes.close()
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
-
-
-async def open_backend(
-    executor: str, workers: int, timeouts: ClusterTimeouts | None = None
-) -> Executor:
-    """The backend an executor name selects: process, thread, inline, dask-local or dask://."""
-    if executor in POOL_EXECUTORS:
-        backend = PoolBackend(cast(ExecutorKind, executor), workers)
-        backend.warm_up()
-        return backend
-    if executor != "dask-local" and not executor.startswith("dask://"):
-        raise ValueError(f"unknown executor {executor!r}")
-    try:
-        from . import dask_backend  # an optional extra: imported only when asked for
-    except ImportError as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise StartupError(
-            f"--executor {executor} needs Dask ({reason}); install the extra from the"
-            " simsvc source tree: pip install '.[dask]'"
-        ) from None
-    return await dask_backend.DaskBackend.open(executor, workers, timeouts or ClusterTimeouts())
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 1

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from simsvc import db, sim
+from simsvc import backends, chunks, db, sim
 from simsvc.db import Database
 
 from .conftest import Client, start_run, wait_for_run
@@ -25,12 +25,12 @@ _RAW = (
 PAIRS = [(unit, r) for r in range(1, 41) for unit in (1, 2, 3)]
 
 
-def _as_stored(chunk: sim.Chunk) -> list[dict[str, Any]]:
+def _as_stored(chunk: chunks.Chunk) -> list[dict[str, Any]]:
     return [dict(row) for row in chunk]
 
 
 def test_a_chunk_reads_as_the_replications_it_holds() -> None:
-    chunk = sim.simulate_chunk(PLAN, 5, PAIRS)
+    chunk = chunks.simulate_chunk(PLAN, 5, PAIRS)
     assert len(chunk) == len(PAIRS)
     first = chunk[0]
     assert (first["scenario_id"], first["replication"], first["seed"]) == (1, 1, 5)
@@ -42,22 +42,22 @@ def test_a_chunk_reads_as_the_replications_it_holds() -> None:
 
 
 def test_chunk_moments_equal_those_storage_computed_from_the_rows() -> None:
-    chunk = sim.simulate_chunk(PLAN, 5, PAIRS)
+    chunk = chunks.simulate_chunk(PLAN, 5, PAIRS)
     rows = [db.ResultRow(**row) for row in _as_stored(chunk)]  # type: ignore[typeddict-item]
     # repr: a third moment that overflowed is NaN on both sides, and NaN != NaN.
     assert repr(chunk.moments) == repr(db._stats_of_rows(rows))
 
 
 @pytest.mark.parametrize("kind", ["process", "thread", "inline"])
-async def test_a_chunk_is_bit_identical_on_every_executor(kind: sim.ExecutorKind) -> None:
+async def test_a_chunk_is_bit_identical_on_every_executor(kind: backends.ExecutorKind) -> None:
     plan = {k: v for k, v in PLAN.items() if k != 3}  # a test-module model cannot be spawned
     pairs = [p for p in PAIRS if p[0] != 3]
-    backend = sim.PoolBackend(kind, 2)
+    backend = backends.PoolBackend(kind, 2)
     try:
-        chunk = await backend.submit(sim.simulate_chunk, plan, 9, pairs)
+        chunk = await backend.submit(chunks.simulate_chunk, plan, 9, pairs)
     finally:
         await backend.close()
-    expected = sim.simulate_chunk(plan, 9, pairs)
+    expected = chunks.simulate_chunk(plan, 9, pairs)
     assert chunk.rows == expected.rows
     assert repr(chunk.moments) == repr(expected.moments)
 
@@ -66,13 +66,13 @@ async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
     database = await Database.open(":memory:", [("a", "warehouse", {}), ("b", "uniform", {})])
     try:
         odd_free = [p for p in PAIRS if p[0] != 3]
-        chunk = sim.simulate_chunk(PLAN, 5, odd_free)
+        chunk = chunks.simulate_chunk(PLAN, 5, odd_free)
         by_chunk = await database.create_run([1, 2], 40, 5, 0.0, {}, {})
         by_rows = await database.create_run([1, 2], 40, 5, 0.0, {}, {})
         half = len(chunk) // 2
         done = 0
         for part in (chunk.rows[:half], chunk.rows[half:]):
-            part_chunk = sim.simulate_chunk(PLAN, 5, [(r[0], r[1]) for r in part])
+            part_chunk = chunks.simulate_chunk(PLAN, 5, [(r[0], r[1]) for r in part])
             done = await database.store_chunk(
                 by_chunk["run_id"], part_chunk.rows, part_chunk.moments
             )
@@ -98,9 +98,9 @@ async def test_a_failing_chunk_store_leaves_nothing_of_it() -> None:
     database = await Database.open(":memory:", [("a", "uniform", {})])
     try:
         run = await database.create_run([1], 10, 5, 0.0, {}, {})
-        chunk = sim.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, 1), (1, 2)])
+        chunk = chunks.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, 1), (1, 2)])
         await database.store_chunk(run["run_id"], chunk.rows, chunk.moments)
-        again = sim.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, 3), (1, 2)])
+        again = chunks.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, 3), (1, 2)])
         with pytest.raises(Exception, match="UNIQUE"):
             await database.store_chunk(run["run_id"], again.rows, again.moments)
         assert len(await database.run_results(run["run_id"])) == 2

@@ -21,7 +21,7 @@ import pytest
 from distributed import Scheduler, Worker
 from pytest_aiohttp import AiohttpClient
 
-from simsvc import sim
+from simsvc import backends, sim
 from simsvc.dask_backend import DaskBackend
 from simsvc.resources import BACKEND
 from simsvc.web import Config, create_app
@@ -29,7 +29,7 @@ from simsvc.web import Config, create_app
 from .conftest import Client, free_port, start_run, wait_for_run
 
 # Short enough for a test, long enough that a busy machine does not trip them.
-FAST = sim.ClusterTimeouts(
+FAST = backends.ClusterTimeouts(
     connect_s=5.0,
     poll_s=0.05,
     waiting_after_s=0.0,
@@ -67,7 +67,7 @@ def worker(address: str) -> Worker:
 
 
 async def service(
-    aiohttp_client: AiohttpClient, port: int, timeouts: sim.ClusterTimeouts = FAST
+    aiohttp_client: AiohttpClient, port: int, timeouts: backends.ClusterTimeouts = FAST
 ) -> tuple[Client, DaskBackend]:
     config = Config(
         db_path=":memory:", workers=1, executor=f"dask://127.0.0.1:{port}", cluster=timeouts
@@ -152,7 +152,7 @@ async def test_a_run_without_workers_says_so_then_fails_after_the_limit(
     port = free_port()
     async with scheduler(port):
         client, backend = await service(
-            aiohttp_client, port, sim.ClusterTimeouts(**{**FAST.__dict__, "give_up_s": 2.0})
+            aiohttp_client, port, backends.ClusterTimeouts(**{**FAST.__dict__, "give_up_s": 2.0})
         )
         async with client.ws_connect("/ws/events") as ws, asyncio.timeout(30):
             run_id = (await start_run(client, replications=6))["run_id"]

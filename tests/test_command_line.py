@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from simsvc import __main__ as cli
-from simsvc import sim
+from simsvc import backends
 
 from .conftest import free_port
 
@@ -172,4 +172,4 @@ def test_help_imports_no_heavy_module() -> None:
 
 
 def test_the_command_line_knows_every_pool_executor() -> None:
-    assert cli.POOL_EXECUTORS == sim.POOL_EXECUTORS
+    assert cli.POOL_EXECUTORS == backends.POOL_EXECUTORS

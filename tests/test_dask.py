@@ -17,9 +17,9 @@ from distributed import LocalCluster
 import simsvc
 from simsvc import StartupError
 from simsvc.__main__ import executor_name
+from simsvc.backends import ClusterTimeouts
 from simsvc.dask_backend import DaskBackend
 from simsvc.resources import BACKEND
-from simsvc.sim import ClusterTimeouts
 from simsvc.web import Config, create_app
 
 from .conftest import MakeClient, free_port, start_run, wait_for_run

@@ -139,14 +139,14 @@ def test_importing_a_plugin_first_imports_it_cleanly(installed_plugin: None) -> 
 BROKEN_SERVICE = """
 import asyncio, logging
 logging.basicConfig()
-from simsvc import sim
+from simsvc import backends, chunks
 from simsvc.sim import stream
 from simsvc.web import Config, create_app
 
 async def main() -> None:
     create_app(Config(db_path=":memory:"))
-    pool = sim.PoolBackend("process", 2)  # fresh worker processes import simsvc.sim
-    await asyncio.gather(*(pool.submit(sim.simulate_chunk, {}, 1, []) for _ in range(4)))
+    pool = backends.PoolBackend("process", 2)  # fresh workers import simsvc.sim
+    await asyncio.gather(*(pool.submit(chunks.simulate_chunk, {}, 1, []) for _ in range(4)))
     await pool.close()
 
 asyncio.run(main())

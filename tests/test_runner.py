@@ -7,7 +7,7 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from simsvc import sim
+from simsvc import backends, chunks, sim
 from simsvc.runner import Batch, Finish, Job, Pair, PlainProcedure, Runner
 
 T = TypeVar("T")
@@ -17,7 +17,7 @@ class RecordingSink:
     """Keeps what the runner reports; `stored_pairs` plays the part of the database."""
 
     def __init__(self, stored_pairs: set[Pair] | None = None) -> None:
-        self.rows: list[sim.Replication] = []
+        self.rows: list[chunks.Replication] = []
         self.events: list[tuple[str, int, str | None]] = []
         self.stored_pairs = stored_pairs or set()
         self.lookups: list[tuple[int, int]] = []
@@ -29,7 +29,7 @@ class RecordingSink:
         self.lookups.append((first, last))
         return {(u, r) for u, r in self.stored_pairs if u in units and first <= r <= last}
 
-    async def results_ready(self, run_id: int, rows: Sequence[sim.Replication]) -> None:
+    async def results_ready(self, run_id: int, rows: Sequence[chunks.Replication]) -> None:
         self.rows.extend(rows)
 
     async def run_finished(
@@ -78,7 +78,7 @@ def job(run_id: int, sink: RecordingSink, units: int, replications: int, **kw: A
 
 async def test_cancel_before_the_first_step_still_reports_cancelled() -> None:
     sink = RecordingSink()
-    runner = Runner(sim.PoolBackend("inline", 1))
+    runner = Runner(backends.PoolBackend("inline", 1))
     task = runner.start(job(7, sink, 1, 100))
     assert runner.cancel(7)
     await task
@@ -89,7 +89,7 @@ async def test_cancel_before_the_first_step_still_reports_cancelled() -> None:
 
 async def test_a_run_reports_every_pair_once_then_completes() -> None:
     sink = RecordingSink()
-    runner = Runner(sim.PoolBackend("thread", 2))
+    runner = Runner(backends.PoolBackend("thread", 2))
     await runner.start(job(3, sink, 1, 57))
     assert sorted(r["replication"] for r in sink.rows) == list(range(1, 58))
     assert sink.events == [("started", 3, None), ("completed", 3, None)]
@@ -98,7 +98,7 @@ async def test_a_run_reports_every_pair_once_then_completes() -> None:
 
 async def test_a_resumed_run_computes_only_the_pairs_not_stored() -> None:
     sink = RecordingSink(stored_pairs={(1, 1), (2, 2)})
-    runner = Runner(sim.PoolBackend("inline", 1))
+    runner = Runner(backends.PoolBackend("inline", 1))
     await runner.start(job(4, sink, 2, 2, resumed=True))
     assert [(r["scenario_id"], r["replication"]) for r in sink.rows] == [(2, 1), (1, 2)]
     await runner.close()
@@ -163,7 +163,7 @@ async def test_a_procedure_is_asked_until_it_finishes_and_its_reason_is_recorded
 
     sink = Sink()
     plan: sim.ScenarioPlan = {1: (sim.UNIFORM, {}), 9: (sim.UNIFORM, {})}
-    runner = Runner(sim.PoolBackend("inline", 1))
+    runner = Runner(backends.PoolBackend("inline", 1))
     await runner.start(Job(8, 3, plan, TwoBatches(), sink))
     pairs = sorted((r["scenario_id"], r["replication"]) for r in sink.rows)
     assert pairs == [(1, 1), (1, 2), (9, 5), (9, 5), (9, 6), (9, 6)]

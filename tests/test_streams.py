@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from simsvc import sim, streams
+from simsvc.chunks import simulate_chunk
 from simsvc.moments import Moments
 from simsvc.streams import Streams
 
@@ -137,8 +138,8 @@ class MetricsBatch(sim.Model):
 
 
 def _both_ways(plan: sim.ScenarioPlan, seed: int, pairs: list[tuple[int, int]]) -> None:
-    batch = sim.simulate_chunk(plan, seed, pairs)
-    single = sim.simulate_chunk({u: (OneByOne(m), p) for u, (m, p) in plan.items()}, seed, pairs)
+    batch = simulate_chunk(plan, seed, pairs)
+    single = simulate_chunk({u: (OneByOne(m), p) for u, (m, p) in plan.items()}, seed, pairs)
     assert batch.rows == single.rows
     assert repr(batch.moments) == repr(single.moments)  # NaN third moments compare as text
     assert [(row[0], row[1]) for row in batch.rows] == pairs
@@ -181,10 +182,10 @@ def test_chunks_computed_on_threads_at_once_equal_those_computed_alone() -> None
     sys.setswitchinterval(1e-6)  # threads take turns within a replication, not between chunks
     try:
         with ThreadPoolExecutor(4) as pool:
-            together = list(pool.map(lambda pairs: sim.simulate_chunk(plan, 11, pairs), chunks))
+            together = list(pool.map(lambda pairs: simulate_chunk(plan, 11, pairs), chunks))
     finally:
         sys.setswitchinterval(interval)
-    alone = [sim.simulate_chunk(plan, 11, pairs) for pairs in chunks]
+    alone = [simulate_chunk(plan, 11, pairs) for pairs in chunks]
     assert [c.rows for c in together] == [c.rows for c in alone]
 
 
@@ -197,7 +198,7 @@ def test_streams_refuse_what_is_not_a_replication_number(replications: list[Any]
 def test_chunk_rows_are_the_replications_of_default_rng() -> None:
     seed, reps = MAX_SEED, [1, 2, 3, 2**32, 100_000]
     plan: sim.ScenarioPlan = {1: (sim.UNIFORM, {}), 2: (sim.WAREHOUSE, sim.WAREHOUSE.defaults)}
-    chunk = sim.simulate_chunk(plan, seed, [(u, r) for r in reps for u in (1, 2)])
+    chunk = simulate_chunk(plan, seed, [(u, r) for r in reps for u in (1, 2)])
     for row in chunk:
         model, params = plan[row["scenario_id"]]
         out = model.simulate(params, _reference(seed, row["replication"]))
@@ -245,7 +246,7 @@ class BadBatch(MetricsBatch):
 )
 def test_a_batch_form_that_breaks_the_contract_fails_the_chunk(change: str, message: str) -> None:
     with pytest.raises(sim.ModelError, match=message):
-        sim.simulate_chunk({1: (BadBatch(change), {})}, 1, [(1, 1), (1, 2), (1, 3)])
+        simulate_chunk({1: (BadBatch(change), {})}, 1, [(1, 1), (1, 2), (1, 3)])
 
 
 @pytest.mark.parametrize(
