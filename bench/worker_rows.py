@@ -29,10 +29,11 @@ WORKER_US_PER_ROW = 4.0
 PROBE = """
 import json, sys, time
 from simsvc import sim
-try:
+# Asked of `sim` first: a baseline from before `chunks` has it there, and the editable
+# install would find this checkout's `chunks` for it.
+simulate_chunk = getattr(sim, "simulate_chunk", None)
+if simulate_chunk is None:
     from simsvc.chunks import simulate_chunk
-except ImportError:  # a baseline from before `chunks` held it
-    simulate_chunk = sim.simulate_chunk
 cases, rounds = json.loads(sys.argv[1]), int(sys.argv[2])
 models = {"uniform": (sim.UNIFORM, {}), "warehouse": (sim.WAREHOUSE, sim.WAREHOUSE.defaults)}
 out = {}
