@@ -578,16 +578,19 @@ class Database:
     async def finish_run(
         self, run_id: int, status: str, error: str | None = None, stopped_because: str | None = None
     ) -> Run:
-        """Record a run's end and recompute its statistics exactly from its rows."""
+        """Record a run's end; its moments are already those of every row it stored.
+
+        Each chunk's moments were merged into `kpi_stats` in the transaction that stored
+        its rows, so they cover exactly the stored rows, whatever stopped the run; merged
+        pairwise (Chan et al.), they agree with a two-pass over the rows to about 1e-13
+        relative. Reading every row again here would cost the service more than storing it.
+        """
         async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, error = ?, stopped_because = ?"
                 " WHERE run_id = ?",
                 (status, utcnow(), error, stopped_because, run_id),
             )
-            stats = await self._run_stats_unlocked(run_id)
-            await conn.execute("DELETE FROM kpi_stats WHERE run_key = ?", (run_id,))
-            await self._write_stats(run_id, stats)
             self.generation += 1
         return await self.get_run(run_id)
 
@@ -657,13 +660,14 @@ class Database:
 
     async def store_chunk(
         self, run_id: int, rows: Sequence[Sequence[Any]], stats: moments.UnitMoments
-    ) -> int:
-        """Commit a chunk computed elsewhere; returns the run's new done count.
+    ) -> tuple[int, int]:
+        """Commit a chunk computed elsewhere; returns the run's new done count and its total.
 
         `rows` are (scenario_id, replication, seed, total_labor_costs,
         ontime_delivery_rate, metrics JSON text), bound to the insert as they are, and
         `stats` the chunk's moments: nothing here touches a row in Python. One
-        transaction: a chunk is stored whole or not at all.
+        transaction: a chunk is stored whole or not at all. Five calls to aiosqlite's
+        thread whatever the chunk's size, each of which wakes the event loop once.
         """
         async with self._transaction() as conn:
             await conn.executemany(
@@ -672,12 +676,13 @@ class Database:
                 _bound(run_id, rows, utcnow()),
             )
             await self._add_stats(run_id, stats)
-            done = await self._scalar(
-                "UPDATE runs SET done = done + ? WHERE run_id = ? RETURNING done",
+            counts = await conn.execute_fetchall(
+                "UPDATE runs SET done = done + ? WHERE run_id = ? RETURNING done, total",
                 (len(rows), run_id),
             )
             self.generation += 1
-        return int(done)
+        (done, total), *_ = counts
+        return int(done), int(total)
 
     async def ingest_results(self, rows: Sequence[ResultRow]) -> int:
         """Store rows from an outside simulator, all or nothing."""
@@ -1044,13 +1049,6 @@ class Database:
             configs = self._run_configs.get(run_id, {})
             out.append(_PoolRun(run_id, seed, replications, bool(complete), configs))
         return out
-
-    async def run_total(self, run_id: int) -> int:
-        """How many replications a run is to store; cheaper than `get_run` for a big run."""
-        row = await self._one(
-            "SELECT total FROM runs WHERE run_id = ?", (run_id,), f"run {run_id} does not exist"
-        )
-        return int(row[0])
 
     async def scenario_names(self) -> dict[int, str]:
         rows = await self._all("SELECT scenario_id, scenario_name FROM scenarios")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 from pathlib import Path
@@ -56,9 +57,10 @@ async def test_batches_merged_in_sqlite_equal_moments_merge_exactly() -> None:
         await db.close()
 
 
-async def test_finished_run_moments_are_exact_when_rows_are_read_in_batches(
+async def test_run_moments_recomputed_from_rows_read_in_batches_are_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The exact recompute that upgrading a database does, run by run.
     monkeypatch.setattr(db_module, "STATS_BATCH_ROWS", 7)  # several batches, one partial
     db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
     try:
@@ -66,12 +68,68 @@ async def test_finished_run_moments_are_exact_when_rows_are_read_in_batches(
         rows = _rows(random.Random(9), range(1, 26))
         for start in range(0, len(rows), 10):
             await db.store_results(run["run_id"], rows[start : start + 10])
+        async with db._lock:
+            stats = await db._run_stats_unlocked(run["run_id"])
+        for sid in (1, 2):
+            for kpi in ("total_labor_costs", "ontime_delivery_rate", "orders"):
+                values = [_value(r, kpi) for r in rows if r["scenario_id"] == sid]
+                assert stats[sid][kpi] == Moments.of(values)
+    finally:
+        await db.close()
+
+
+def _close(merged: Moments, exact: Moments) -> None:
+    """Chunk moments merged pairwise agree with a two-pass to about 1e-12 relative."""
+    assert merged.n == exact.n
+    spread = math.sqrt(exact.m2 / exact.n)
+    assert merged.mean == pytest.approx(exact.mean, rel=1e-12, abs=1e-12 * spread)
+    assert merged.m2 == pytest.approx(exact.m2, rel=1e-12)
+    # The third moment of a symmetric sample is near 0: compare on its own scale (the
+    # skewness, m3 / (n spread^3)); cubes of deviations lose more digits to an offset.
+    assert abs(merged.m3 - exact.m3) <= 1e-11 * exact.n * spread**3
+
+
+async def test_a_finished_runs_moments_agree_with_a_two_pass_over_its_rows() -> None:
+    db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
+    try:
+        run = await db.create_run([1, 2], 6000, 1, 0.0, {}, {})
+        rng = random.Random(11)
+        rows = _rows(rng, range(1, 6001))
+        for row in rows:  # an offset 10^4 times the spread: where a naive sum loses digits
+            row["total_labor_costs"] = 1e4 + rng.gauss(0, 1)
+        start = 0
+        while start < len(rows):  # uneven chunks, as an executor returns them
+            size = rng.choice((1, 2, 17, 500, 1999))
+            await db.store_results(run["run_id"], rows[start : start + size])
+            start += size
         await db.finish_run(run["run_id"], "completed")
         stored = await db.scenario_stats(run["run_id"])
         for sid in (1, 2):
             for kpi in ("total_labor_costs", "ontime_delivery_rate", "orders"):
                 values = [_value(r, kpi) for r in rows if r["scenario_id"] == sid]
-                assert stored[sid][kpi] == Moments.of(values)
+                _close(stored[sid][kpi], Moments.of(values))
+    finally:
+        await db.close()
+
+
+async def test_finishing_a_run_keeps_its_merged_moments_and_reads_no_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
+    try:
+        run = await db.create_run([1, 2], 40, 1, 0.0, {}, {})
+        rows = _rows(random.Random(12), range(1, 41))
+        for start in range(0, len(rows), 30):
+            await db.store_results(run["run_id"], rows[start : start + 30])
+        merged = await db.scenario_stats(run["run_id"])
+
+        def unread(*_: object) -> None:
+            raise AssertionError("finishing a run read its rows")
+
+        monkeypatch.setattr(db_module, "_collect_samples", unread)
+        for status in ("completed", "cancelled", "failed"):
+            await db.finish_run(run["run_id"], status)
+            assert repr(await db.scenario_stats(run["run_id"])) == repr(merged)
     finally:
         await db.close()
 
