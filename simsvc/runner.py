@@ -14,9 +14,12 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import chain, cycle, filterfalse, repeat
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
 from .sim import Backend, Chunk, ScenarioPlan, simulate_chunk
@@ -257,30 +260,30 @@ class Runner:
         return 1 if job.pace_s > 0 else 2 * max(1, self.backend.workers)
 
     async def _chunks(self, job: Job, batch: Batch) -> AsyncGenerator[list[Pair], None]:
-        """The batch's pairs not yet stored, replication-major, a chunk at a time."""
+        """The batch's pairs not yet stored, replication-major, a chunk at a time.
+
+        Pairs are made and cut a block at a time by C iterators and slices: no bytecode
+        runs per pair on the event loop.
+        """
         step = max(1, LOOKUP_PAIRS // max(1, len(batch.units)))
         work = max((pair_work(job, u) for u in batch.units), default=1.0)
-        left = len(batch)  # pairs not yet in a chunk (stored ones of a resumed run too)
-        size = self._chunk_size(job, left, work)
-        chunk: list[Pair] = []
+        left = len(batch)  # pairs of the blocks not yet made
+        pending: list[Pair] = []
         for first in range(batch.first, batch.last + 1, step):
             last = min(batch.last, first + step - 1)
-            stored: set[Pair] = set()
+            block = block_pairs(batch.units, first, last)
+            left -= len(block)
             if job.resumed:
                 stored = await job.sink.stored(job.run_id, batch.units, first, last)
-            for r in range(first, last + 1):
-                for unit in batch.units:
-                    left -= 1
-                    if (unit, r) in stored:
-                        continue
-                    chunk.append((unit, r))
-                    if len(chunk) >= size:
-                        yield chunk
-                        # Resumed when the next chunk is wanted: size it by what is known now.
-                        chunk = []
-                        size = self._chunk_size(job, left, work)
-        if chunk:
-            yield chunk
+                block = list(filterfalse(stored.__contains__, block))
+            pending += block
+            while pending:
+                # Sized when the chunk is wanted, by what is known and left now.
+                size = self._chunk_size(job, left + len(pending), work)
+                if len(pending) < size and last < batch.last:
+                    break  # the next block fills it
+                chunk, pending = pending[:size], pending[size:]
+                yield chunk
 
     def _chunk_size(self, job: Job, left: int, work: float) -> int:
         if job.pace_s > 0:
@@ -313,9 +316,15 @@ class Runner:
         return rows
 
 
+def block_pairs(units: Sequence[int], first: int, last: int) -> list[Pair]:
+    """(unit, r) for r in first..last and each of `units`, replication-major."""
+    reps = map(repeat, range(first, last + 1), repeat(len(units)))
+    return list(zip(cycle(units), chain.from_iterable(reps)))
+
+
 def chunk_plan(plan: ScenarioPlan, chunk: Sequence[Pair]) -> ScenarioPlan:
     """The part of a plan that a chunk uses: a sweep of 10,000 points ships a few, not all."""
-    return {unit: plan[unit] for unit, _ in chunk}
+    return {unit: plan[unit] for unit in dict.fromkeys(map(itemgetter(0), chunk))}
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
@@ -332,7 +341,8 @@ def pair_work(job: Job, unit: int) -> float:
 
 def learn_speed(job: Job, chunk: Sequence[Pair], seconds: float) -> None:
     """Fold a timed chunk into the job's estimate of seconds per work unit."""
-    work = sum(pair_work(job, unit) for unit, _ in chunk)
+    counts = Counter(map(itemgetter(0), chunk))
+    work = sum(pair_work(job, unit) * n for unit, n in counts.items())
     measured = max(seconds, 1e-9) / work
     known = job.seconds_per_work
     job.seconds_per_work = (
@@ -356,17 +366,18 @@ def chunk_size(
     """How many of the `left` replications (each at most `work` units) the next chunk holds.
 
     About `CHUNK_SECONDS` of computing at `speed` seconds per unit (assumed from the
-    model's own `work` until measured), at most 1/`TAIL_SHARE` of a worker's share of
-    what is left but not under `MIN_CHUNK_SECONDS` of computing, and within
-    `CHUNK_BYTES` of rows of `row_bytes` each.
+    model's own `work` until measured, when chunks are also at most `PROBE_REPLICATIONS`),
+    at most 1/`TAIL_SHARE` of a worker's share of what is left, but, once the speed is
+    measured, not under `MIN_CHUNK_SECONDS` of computing; within `CHUNK_BYTES` of rows
+    of `row_bytes` each.
     """
     seconds = work * (speed or ASSUMED_SECONDS_PER_WORK)
     by_time = int(CHUNK_SECONDS / seconds)
-    by_share = max(
-        math.ceil(left / (TAIL_SHARE * max(workers, 1))), int(MIN_CHUNK_SECONDS / seconds)
-    )
-    cap = int(CHUNK_BYTES / row_bytes) if speed is not None else PROBE_REPLICATIONS
-    return max(1, min(cap, by_share, by_time))
+    by_share = math.ceil(left / (TAIL_SHARE * max(workers, 1)))
+    if speed is None:
+        return max(1, min(PROBE_REPLICATIONS, by_share, by_time))
+    by_share = max(by_share, int(MIN_CHUNK_SECONDS / seconds))
+    return max(1, min(int(CHUNK_BYTES / row_bytes), by_share, by_time))
 
 
 def _describe(exc: BaseException) -> str:
