@@ -180,3 +180,18 @@ async def test_one_kpi_of_a_run_is_read_as_the_rows_hold_it() -> None:
             assert sorted(await db.run_kpi_values(run["run_id"], kpi)) == expected, kpi
     finally:
         await db.close()
+
+
+async def test_a_database_made_with_the_scenario_index_stores_without_it(tmp_path: Path) -> None:
+    path = tmp_path / "indexed.db"
+    db = await Database.open(path, [("a", "uniform", {})])
+    await db.close()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE INDEX results_by_scenario ON results (scenario_id)")  # as made before
+    conn.close()
+    db = await Database.open(path)
+    try:
+        indexes = await db._all("SELECT name FROM sqlite_master WHERE type = 'index'")
+        assert "results_by_scenario" not in {r[0] for r in indexes}
+    finally:
+        await db.close()
