@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from . import crn_gain, dask_overhead, http_load, ingest, measures
+from . import crn_gain, dask_overhead, http_load, ingest, measures, worker_rows
 from .measures import Row, Settings
 
 log = logging.getLogger("bench")
@@ -32,6 +32,7 @@ MEASURES = {
     **dask_overhead.MEASURES,
     **crn_gain.MEASURES,
     **ingest.STORAGE_MEASURES,
+    **worker_rows.WORKER_MEASURES,
 }
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
+
+import numpy as np
 
 _NUMBERS = (int, float)
 
@@ -59,11 +62,32 @@ class Moments:
             return cls(n, math.fsum(v / n for v in values), math.inf, math.nan)
         return cls(n, mean, m2, _cubes(values, mean))
 
+    @classmethod
+    def of_array(cls, values: np.ndarray[Any, np.dtype[np.float64]]) -> Moments:
+        """`of` a float array: the same bits, with the deviations computed as arrays."""
+        listed = values.tolist()
+        try:
+            mean = math.fsum(listed) / len(listed)
+        except (OverflowError, ZeroDivisionError):
+            return cls.of(listed)
+        with np.errstate(over="ignore", invalid="ignore"):
+            deviations = values - mean
+            cubes = deviations * deviations * deviations
+        if not np.isfinite(cubes).all():
+            return cls.of(listed)  # near the largest double: `of` says what overflowed
+        # `** 2` is the C library's pow, which can differ from d * d in the last bit.
+        m2 = math.fsum(map(pow, deviations.tolist(), repeat(2)))
+        return cls(len(listed), mean, m2, _sum_or_nan(cubes.tolist()))
+
 
 def _cubes(values: Sequence[float], mean: float) -> float:
     """The sum of cubed deviations; NaN (stored as NULL: unknown) when it overflows."""
+    return _sum_or_nan((v - mean) * (v - mean) * (v - mean) for v in values)
+
+
+def _sum_or_nan(terms: Iterable[float]) -> float:
     try:
-        return math.fsum((v - mean) * (v - mean) * (v - mean) for v in values)
+        return math.fsum(terms)
     except (OverflowError, ValueError):
         return math.nan
 
@@ -76,6 +100,15 @@ def kpi_values(cost: float, rate: float, metrics: Mapping[str, Any]) -> dict[str
         if numeric and math.isfinite(value) and key not in values:
             values[key] = float(value)
     return values
+
+
+def kpi_moments(rows: Iterable[Mapping[str, float]]) -> dict[str, Moments]:
+    """The moments of each KPI over rows of KPI values, KPIs in order of first appearance."""
+    samples: dict[str, list[float]] = {}
+    for values in rows:
+        for kpi, value in values.items():
+            samples.setdefault(kpi, []).append(value)
+    return {kpi: Moments.of(values) for kpi, values in samples.items()}
 
 
 def unit_moments(rows: Iterable[tuple[int, Mapping[str, float]]]) -> UnitMoments:

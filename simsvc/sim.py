@@ -7,21 +7,26 @@ reproduces a run bit for bit.
 
 `simulate_chunk` computes a chunk of (unit, replication) pairs on a `Backend` (a process
 or thread pool here, or Dask); `runner` decides which chunks, and `runs` owns the run.
+A chunk's streams are computed together (`streams.Streams`): a model's `simulate` gets
+one reused generator set to each replication's stream in turn, and a model with a batch
+form (`Model.simulate_batch`, as `uniform`) computes all of a unit's replications at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import heapq
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from itertools import chain, repeat
 from typing import (
     Any,
     ClassVar,
@@ -37,8 +42,9 @@ from typing import (
 import numpy as np
 
 from . import StartupError
-from .moments import UnitMoments, kpi_values, unit_moments
+from .moments import Moments, UnitMoments, kpi_moments, kpi_values
 from .schema import Checker, FieldError, InvalidInput
+from .streams import Streams
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -112,6 +118,17 @@ class Model:
 
     def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         raise NotImplementedError
+
+    def simulate_batch(
+        self, params: Mapping[str, Any], streams: Streams
+    ) -> Mapping[str, Sequence[float] | np.ndarray[Any, Any]] | None:
+        """Every replication of `streams` at once, or None where the model has no batch form.
+
+        Optional: a column of outputs per name, one value per replication in the order of
+        `streams.replications`, each exactly what `simulate(params, stream(seed, r))` gives
+        for that replication. None (the default) runs `simulate` once per replication.
+        """
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -290,11 +307,44 @@ class UniformModel(Model):
         "properties": {},
     }
 
+    COST = (8000.0, 12000.0)
+    RATE = (0.75, 0.95)
+
     def simulate(self, params: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         return {
-            "total_labor_costs": float(rng.uniform(8000.0, 12000.0)),
-            "ontime_delivery_rate": float(rng.uniform(0.75, 0.95)),
+            "total_labor_costs": float(rng.uniform(*self.COST)),
+            "ontime_delivery_rate": float(rng.uniform(*self.RATE)),
         }
+
+    def simulate_batch(
+        self, params: Mapping[str, Any], streams: Streams
+    ) -> dict[str, np.ndarray[Any, Any]] | None:
+        return self.columns(streams) if _uniform_batch_is_exact() else None
+
+    def columns(self, streams: Streams) -> dict[str, np.ndarray[Any, Any]]:
+        """`simulate` as arrays: `uniform(low, high)` is `low + (high - low) * random()`."""
+        draws = streams.doubles(2)
+        (cost_low, cost_high), (rate_low, rate_high) = self.COST, self.RATE
+        return {
+            "total_labor_costs": cost_low + (cost_high - cost_low) * draws[:, 0],
+            "ontime_delivery_rate": rate_low + (rate_high - rate_low) * draws[:, 1],
+        }
+
+
+@functools.cache
+def _uniform_batch_is_exact() -> bool:
+    """Whether numpy here draws `uniform` as `UniformModel.columns` computes it, bit for bit.
+
+    A C compiler may fuse numpy's multiply-add on some platforms; there the model runs
+    one replication at a time, as before.
+    """
+    streams = Streams(2**40 + 3, range(1, 65))
+    columns = UNIFORM.columns(streams)
+    expected = [UNIFORM.simulate({}, stream(streams.seed, r)) for r in range(1, 65)]
+    exact = all(columns[kpi].tolist() == [out[kpi] for out in expected] for kpi in HEADLINE_KPIS)
+    if not exact:
+        log.warning("numpy's uniform draws differ from their batch form here; batches are off")
+    return exact
 
 
 WAREHOUSE = WarehouseModel()
@@ -424,18 +474,98 @@ def simulate_chunk(scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int
     """Run (scenario_id, replication) pairs; module-level so that any executor can ship it.
 
     Everything per row happens here, where the chunk is computed: the metrics JSON and
-    the KPI values the chunk's moments are made of.
+    each unit's moments. The streams of the chunk's replications are computed together,
+    and a model with a batch form (`Model.simulate_batch`) computes a unit's
+    replications at once. The rows come back in the order of `pairs`.
     """
+    if not pairs:
+        return Chunk([], {})
+    flat = np.fromiter(chain.from_iterable(pairs), dtype=np.int64, count=2 * len(pairs))
+    table = flat.reshape(len(pairs), 2)
+    replications, position = np.unique(table[:, 1], return_inverse=True)
+    streams = Streams(seed, replications)
+    parts: list[tuple[np.ndarray[Any, Any], list[EncodedRow]]] = []
+    moments: UnitMoments = {}
+    for unit, at in _by_unit(table[:, 0]):
+        model, params = scenarios[unit]
+        rows, moments[unit] = _unit_rows(model, params, unit, streams.take(position[at]))
+        parts.append((at, rows))
+    if len(parts) == 1:
+        return Chunk(parts[0][1], moments)
+    rows = [row for _, part in parts for row in part]
+    order = np.argsort(np.concatenate([at for at, _ in parts]))
+    return Chunk([rows[i] for i in order.tolist()], moments)
+
+
+def _by_unit(units: np.ndarray[Any, Any]) -> list[tuple[int, np.ndarray[Any, Any]]]:
+    """Each unit with the positions of its pairs, units in order of first appearance."""
+    order = np.argsort(units, kind="stable")
+    ordered = units[order]
+    starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    groups = sorted(np.split(order, starts), key=lambda group: int(group[0]))
+    return [(int(units[group[0]]), group) for group in groups]
+
+
+def _unit_rows(
+    model: Model, params: dict[str, Any], unit: int, streams: Streams
+) -> tuple[list[EncodedRow], dict[str, Moments]]:
+    """One unit's rows of a chunk, and the moments of its KPIs over them."""
+    columns = model.simulate_batch(params, streams)
+    if columns is None:
+        outs = (model.simulate(params, streams.generator(i)) for i in range(len(streams)))
+        return _encoded(model, unit, streams, outs)
+    arrays = {name: _column(model, name, values, len(streams)) for name, values in columns.items()}
+    if set(arrays) == set(HEADLINE_KPIS) and all(a.dtype.kind in "iuf" for a in arrays.values()):
+        return _kpi_rows(model, unit, streams, arrays)
+    # Metrics, or values to check one at a time: each row as `simulate` would give it.
+    names, listed = list(arrays), [a.tolist() for a in arrays.values()]
+    outs = (dict(zip(names, row, strict=True)) for row in zip(*listed, strict=True))
+    return _encoded(model, unit, streams, outs)
+
+
+def _kpi_rows(
+    model: Model, unit: int, streams: Streams, arrays: Mapping[str, np.ndarray[Any, Any]]
+) -> tuple[list[EncodedRow], dict[str, Moments]]:
+    """Rows of the two headline KPIs and no metrics, checked and summed up as arrays."""
+    cost, rate = (_finite(model, kpi, arrays[kpi]) for kpi in HEADLINE_KPIS)
+    reps, seed, no_metrics = streams.replications.tolist(), streams.seed, _ENCODER.encode({})
+    columns = (cost.tolist(), rate.tolist())
+    rows = list(zip(repeat(unit), reps, repeat(seed), *columns, repeat(no_metrics)))
+    return rows, {
+        kpi: Moments.of_array(a) for kpi, a in zip(HEADLINE_KPIS, (cost, rate), strict=True)
+    }
+
+
+def _encoded(
+    model: Model, unit: int, streams: Streams, outs: Iterable[Mapping[str, Any]]
+) -> tuple[list[EncodedRow], dict[str, Moments]]:
+    """Rows from one output dict per replication: checked, encoded, and their moments."""
     rows: list[EncodedRow] = []
-    values: list[tuple[int, dict[str, float]]] = []
-    for scenario_id, replication in pairs:
-        model, params = scenarios[scenario_id]
-        out = model.simulate(params, stream(seed, replication))
-        row = _replication(model, scenario_id, replication, seed, out)
+    values: list[dict[str, float]] = []
+    seed = streams.seed
+    for replication, out in zip(streams.replications.tolist(), outs, strict=True):
+        row = _replication(model, unit, replication, seed, out)
         cost, rate, metrics = row["total_labor_costs"], row["ontime_delivery_rate"], row["metrics"]
-        rows.append((scenario_id, replication, seed, cost, rate, _ENCODER.encode(metrics)))
-        values.append((scenario_id, kpi_values(cost, rate, metrics)))
-    return Chunk(rows, unit_moments(values))
+        rows.append((unit, replication, seed, cost, rate, _ENCODER.encode(metrics)))
+        values.append(kpi_values(cost, rate, metrics))
+    return rows, kpi_moments(values)
+
+
+def _column(model: Model, name: str, values: Any, n: int) -> np.ndarray[Any, Any]:
+    column = np.asarray(values)
+    if column.shape != (n,):
+        raise ModelError(
+            f"model {model.name} returned {name} of shape {column.shape} for {n} replications"
+        )
+    return column
+
+
+def _finite(model: Model, kpi: str, column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    values = column.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ModelError(f"model {model.name} returned {kpi}={values[~finite][0].item()!r}")
+    return values
 
 
 def _replication(
