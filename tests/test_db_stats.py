@@ -57,19 +57,19 @@ async def test_batches_merged_in_sqlite_equal_moments_merge_exactly() -> None:
         await db.close()
 
 
-async def test_run_moments_recomputed_from_rows_read_in_batches_are_exact(
+async def test_a_small_finished_run_has_the_exact_moments_read_in_batches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The exact recompute that upgrading a database does, run by run.
     monkeypatch.setattr(db_module, "STATS_BATCH_ROWS", 7)  # several batches, one partial
+    monkeypatch.setattr(db_module, "EXACT_FINISH_ROWS", 50)  # exactly the rows stored
     db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
     try:
         run = await db.create_run([1, 2], 25, 1, 0.0, {}, {})
         rows = _rows(random.Random(9), range(1, 26))
         for start in range(0, len(rows), 10):
             await db.store_results(run["run_id"], rows[start : start + 10])
-        async with db._lock:
-            stats = await db._run_stats_unlocked(run["run_id"])
+        await db.finish_run(run["run_id"], "completed")
+        stats = await db.scenario_stats(run["run_id"])
         for sid in (1, 2):
             for kpi in ("total_labor_costs", "ontime_delivery_rate", "orders"):
                 values = [_value(r, kpi) for r in rows if r["scenario_id"] == sid]
@@ -89,7 +89,8 @@ def _close(merged: Moments, exact: Moments) -> None:
     assert abs(merged.m3 - exact.m3) <= 1e-11 * exact.n * spread**3
 
 
-async def test_a_finished_runs_moments_agree_with_a_two_pass_over_its_rows() -> None:
+async def test_a_large_finished_runs_moments_agree_with_a_two_pass_over_its_rows() -> None:
+    assert 2 * 6000 > db_module.EXACT_FINISH_ROWS  # kept as merged chunk by chunk
     db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
     try:
         run = await db.create_run([1, 2], 6000, 1, 0.0, {}, {})
@@ -112,9 +113,10 @@ async def test_a_finished_runs_moments_agree_with_a_two_pass_over_its_rows() -> 
         await db.close()
 
 
-async def test_finishing_a_run_keeps_its_merged_moments_and_reads_no_row(
+async def test_finishing_a_large_run_keeps_its_merged_moments_and_reads_no_row(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(db_module, "EXACT_FINISH_ROWS", 79)  # one row fewer than stored
     db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
     try:
         run = await db.create_run([1, 2], 40, 1, 0.0, {}, {})
