@@ -197,3 +197,19 @@ async def test_the_last_chunks_of_a_run_are_small_so_the_workers_finish_together
     # After the probes, a quarter of what is left (two workers, two chunks each), down
     # to 200, and what remains.
     assert [len(c) for c in backend.chunks] == [16] * 4 + [484, 363, 273, 204, 200, 200, 200, 12]
+
+
+async def test_rows_with_long_metrics_make_smaller_chunks() -> None:
+    backend = HeldBackend(workers=1)
+    runner = Runner(backend)
+    task = runner.start(_job(RecordingSink(), sim.UNIFORM, {}, 1_000_000))
+    await backend.until(2)
+    text = '{"k":"' + "x" * (3 * ROW_BYTES - 8) + '"}'  # a model's long metrics JSON
+    assert len(text) == 3 * ROW_BYTES
+    rows = [(1, r, 1, 1.0, 1.0, text) for r in range(1, PROBE_REPLICATIONS + 1)]
+    backend.results[0].set_result((1e-6 * PROBE_REPLICATIONS, sim.Chunk(rows, {})))
+    await backend.until(3)
+    assert len(backend.chunks[2]) == CHUNK_BYTES // (4 * ROW_BYTES)
+    runner.cancel(9)
+    await task
+    await runner.close()
