@@ -14,9 +14,12 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import chain, cycle, filterfalse, repeat
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
 from .backends import Backend
@@ -25,10 +28,20 @@ from .sim import ScenarioPlan
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNK_REPLICATIONS = 500
 # A chunk computes for about this long, so that progress stays live and a chunk that
 # cannot be stopped (on a thread or a Dask worker) ends soon after its run is cancelled.
 CHUNK_SECONDS = 0.25
+# Near a batch's end chunks shrink (guided self-scheduling): each holds at most
+# 1/TAIL_SHARE of one worker's share of the pairs left, so the workers finish together;
+# but never less than this much computing, which would cost more to ship than to compute.
+TAIL_SHARE = 2
+MIN_CHUNK_SECONDS = 0.02
+# A chunk's rows, as the service holds them until they are stored, take at most about
+# this much memory: 2 x workers chunks are in flight. Pickled, they are 5-10x smaller.
+CHUNK_BYTES = 4 * 2**20
+# A stored row in memory besides its metrics text: the tuple, its numbers, the text
+# object (measured: 160 bytes a `uniform` row with `{}`, 330 with 120 characters).
+ROW_BYTES = 210
 # Seconds per work unit (see `sim.Model.work`) assumed until a chunk has been timed.
 ASSUMED_SECONDS_PER_WORK = 1e-6
 # Until then, a chunk holds at most this many replications: a model may understate
@@ -122,6 +135,7 @@ class Job:
     started: bool = field(default=False, init=False)
     # Measured from timed chunks; None until the first one comes back.
     seconds_per_work: float | None = field(default=None, init=False)
+    row_bytes: float = field(default=ROW_BYTES, init=False)
     cancel_requested: bool = field(default=False, init=False)
     finishing: bool = field(default=False, init=False)  # its outcome is being recorded
 
@@ -248,33 +262,36 @@ class Runner:
         return 1 if job.pace_s > 0 else 2 * max(1, self.backend.workers)
 
     async def _chunks(self, job: Job, batch: Batch) -> AsyncGenerator[list[Pair], None]:
-        """The batch's pairs not yet stored, replication-major, a chunk at a time."""
+        """The batch's pairs not yet stored, replication-major, a chunk at a time.
+
+        Pairs are made and cut a block at a time by C iterators and slices: no bytecode
+        runs per pair on the event loop.
+        """
         step = max(1, LOOKUP_PAIRS // max(1, len(batch.units)))
         work = max((pair_work(job, u) for u in batch.units), default=1.0)
-        size = self._chunk_size(job, batch, work)
-        chunk: list[Pair] = []
+        left = len(batch)  # pairs of the blocks not yet made
+        pending: list[Pair] = []
         for first in range(batch.first, batch.last + 1, step):
             last = min(batch.last, first + step - 1)
-            stored: set[Pair] = set()
+            block = block_pairs(batch.units, first, last)
+            left -= len(block)
             if job.resumed:
                 stored = await job.sink.stored(job.run_id, batch.units, first, last)
-            for r in range(first, last + 1):
-                for unit in batch.units:
-                    if (unit, r) in stored:
-                        continue
-                    chunk.append((unit, r))
-                    if len(chunk) >= size:
-                        yield chunk
-                        # Resumed when the next chunk is wanted: size it by what is known now.
-                        chunk = []
-                        size = self._chunk_size(job, batch, work)
-        if chunk:
-            yield chunk
+                block = list(filterfalse(stored.__contains__, block))
+            pending += block
+            while pending:
+                # Sized when the chunk is wanted, by what is known and left now.
+                size = self._chunk_size(job, left + len(pending), work)
+                if len(pending) < size and last < batch.last:
+                    break  # the next block fills it
+                chunk, pending = pending[:size], pending[size:]
+                yield chunk
 
-    def _chunk_size(self, job: Job, batch: Batch, work: float) -> int:
+    def _chunk_size(self, job: Job, left: int, work: float) -> int:
         if job.pace_s > 0:
             return 1
-        return chunk_size(len(batch), work, job.seconds_per_work, self.backend.workers)
+        workers = self.backend.workers
+        return chunk_size(left, work, job.seconds_per_work, workers, job.row_bytes)
 
     async def _store_first(self, job: Job, in_flight: dict[asyncio.Task[Chunk], None]) -> None:
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -297,12 +314,19 @@ class Runner:
             ) from None
         seconds, rows = answer
         learn_speed(job, chunk, seconds)
+        learn_row_bytes(job, rows)
         return rows
+
+
+def block_pairs(units: Sequence[int], first: int, last: int) -> list[Pair]:
+    """(unit, r) for r in first..last and each of `units`, replication-major."""
+    reps = map(repeat, range(first, last + 1), repeat(len(units)))
+    return list(zip(cycle(units), chain.from_iterable(reps)))
 
 
 def chunk_plan(plan: ScenarioPlan, chunk: Sequence[Pair]) -> ScenarioPlan:
     """The part of a plan that a chunk uses: a sweep of 10,000 points ships a few, not all."""
-    return {unit: plan[unit] for unit, _ in chunk}
+    return {unit: plan[unit] for unit in dict.fromkeys(map(itemgetter(0), chunk))}
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
@@ -319,7 +343,8 @@ def pair_work(job: Job, unit: int) -> float:
 
 def learn_speed(job: Job, chunk: Sequence[Pair], seconds: float) -> None:
     """Fold a timed chunk into the job's estimate of seconds per work unit."""
-    work = sum(pair_work(job, unit) for unit, _ in chunk)
+    counts = Counter(map(itemgetter(0), chunk))
+    work = sum(pair_work(job, unit) * n for unit, n in counts.items())
     measured = max(seconds, 1e-9) / work
     known = job.seconds_per_work
     job.seconds_per_work = (
@@ -327,16 +352,34 @@ def learn_speed(job: Job, chunk: Sequence[Pair], seconds: float) -> None:
     )
 
 
-def chunk_size(pairs: int, work: float, speed: float | None, workers: int) -> int:
-    """How many of `pairs` replications (each at most `work` units) one chunk holds.
+def learn_row_bytes(job: Job, chunk: Chunk) -> None:
+    """The memory a row of this job takes, from a few rows' metrics text (no loop per row)."""
+    rows = chunk.rows
+    if not rows:
+        return
+    sample = (rows[0], rows[len(rows) // 2], rows[-1])
+    text = max(len(row[5]) for row in sample)
+    job.row_bytes = max(job.row_bytes, ROW_BYTES + text)
+
+
+def chunk_size(
+    left: int, work: float, speed: float | None, workers: int, row_bytes: float = ROW_BYTES
+) -> int:
+    """How many of the `left` replications (each at most `work` units) the next chunk holds.
 
     About `CHUNK_SECONDS` of computing at `speed` seconds per unit (assumed from the
-    model's own `work` until measured), and at least about four chunks per worker.
+    model's own `work` until measured, when chunks are also at most `PROBE_REPLICATIONS`),
+    at most 1/`TAIL_SHARE` of a worker's share of what is left, but, once the speed is
+    measured, not under `MIN_CHUNK_SECONDS` of computing; within `CHUNK_BYTES` of rows
+    of `row_bytes` each.
     """
-    by_count = math.ceil(pairs / (4 * max(workers, 1)))
-    by_time = int(CHUNK_SECONDS / (work * (speed or ASSUMED_SECONDS_PER_WORK)))
-    cap = MAX_CHUNK_REPLICATIONS if speed is not None else PROBE_REPLICATIONS
-    return max(1, min(cap, by_count, by_time))
+    seconds = work * (speed or ASSUMED_SECONDS_PER_WORK)
+    by_time = int(CHUNK_SECONDS / seconds)
+    by_share = math.ceil(left / (TAIL_SHARE * max(workers, 1)))
+    if speed is None:
+        return max(1, min(PROBE_REPLICATIONS, by_share, by_time))
+    by_share = max(by_share, int(MIN_CHUNK_SECONDS / seconds))
+    return max(1, min(int(CHUNK_BYTES / row_bytes), by_share, by_time))
 
 
 def _describe(exc: BaseException) -> str:

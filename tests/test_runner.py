@@ -64,7 +64,7 @@ class HeldBackend:
 
     def finish(self, index: int, seconds: float = 0.001) -> None:
         """Chunk `index` answers no rows, as if it had computed for `seconds`."""
-        self.results[index].set_result((seconds, []))
+        self.results[index].set_result((seconds, chunks.Chunk([], {})))
 
     async def close(self) -> None:
         return None

@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from simsvc import sim
-from simsvc.runner import PROBE_REPLICATIONS, Job, PlainProcedure, Runner
+from simsvc import chunks, sim
+from simsvc.runner import (
+    CHUNK_BYTES,
+    MIN_CHUNK_SECONDS,
+    PROBE_REPLICATIONS,
+    ROW_BYTES,
+    Job,
+    PlainProcedure,
+    Runner,
+    chunk_size,
+)
 from simsvc.web import Config, create_app
 
 from .conftest import Client, start_run, wait_for_run
@@ -117,8 +126,9 @@ def _job(sink: RecordingSink, model: sim.Model, params: dict[str, Any], reps: in
         # first chunks (0.25 s at a microsecond a unit); timed at 10 ms a replication,
         # chunks grow to 0.25 s of it
         (sim.WAREHOUSE, {"orders_per_hour": 5000, "shift_hours": 20}, 2, 0.01, 25),
-        # a cheap model is probed with small chunks, then gets the largest chunk
-        (sim.UNIFORM, {}, PROBE_REPLICATIONS, 0.00001, 500),
+        # a cheap model is probed with small chunks, then gets chunks as large as the
+        # memory a chunk's rows may take (0.25 s of it would be 25,000)
+        (sim.UNIFORM, {}, PROBE_REPLICATIONS, 0.00001, CHUNK_BYTES // ROW_BYTES),
         # a model far slower than it says (the default `work`): one replication a chunk
         (sim.UNIFORM, {}, PROBE_REPLICATIONS, 0.5, 1),
     ],
@@ -135,6 +145,71 @@ async def test_chunks_are_sized_by_time_learnt_from_the_chunks_that_came_back(
     backend.finish(0, seconds=seconds_per_pair * first)
     await backend.until(3)
     assert len(backend.chunks[2]) == then
+    runner.cancel(9)
+    await task
+    await runner.close()
+
+
+@pytest.mark.parametrize(
+    ("left", "seconds_per_pair", "workers", "row_bytes", "size"),
+    [
+        # early in a long run of a slow model: 0.25 s of computing
+        (100_000, 0.001, 2, ROW_BYTES, 250),
+        # a cheap model: bounded by the memory its rows take, not by time (25,000)
+        (1_000_000, 0.00001, 2, ROW_BYTES, CHUNK_BYTES // ROW_BYTES),
+        # rows with long metrics text take more memory: fewer of them
+        (1_000_000, 0.00001, 2, 4 * ROW_BYTES, CHUNK_BYTES // (4 * ROW_BYTES)),
+        # near the end: half of each worker's share of what is left
+        (400, 0.001, 2, ROW_BYTES, 100),
+        # at the very end, not less than MIN_CHUNK_SECONDS of computing
+        (40, 0.001, 2, ROW_BYTES, round(MIN_CHUNK_SECONDS / 0.001)),
+        # more workers, smaller shares
+        (1600, 0.001, 8, ROW_BYTES, 100),
+        # not yet timed: a short run is still shared among the workers, whatever the
+        # assumed speed says of a chunk's least worthwhile size
+        (10, None, 2, ROW_BYTES, 3),
+    ],
+)
+def test_chunks_shrink_as_a_batch_nears_its_end(
+    left: int, seconds_per_pair: float | None, workers: int, row_bytes: int, size: int
+) -> None:
+    work = 100.0
+    speed = None if seconds_per_pair is None else seconds_per_pair / work
+    assert chunk_size(left, work, speed, workers, row_bytes) == size
+
+
+async def test_the_last_chunks_of_a_run_are_small_so_the_workers_finish_together() -> None:
+    per_pair = 0.0001  # 0.25 s is 2,500 pairs; MIN_CHUNK_SECONDS is 200
+    backend = HeldBackend(workers=2)
+    runner = Runner(backend)
+    task = runner.start(_job(RecordingSink(), sim.UNIFORM, {}, 2000))
+    await backend.until(4)  # the window: two chunks a worker, probes until one is timed
+    finished = 0
+    while sum(len(c) for c in backend.chunks) < 2000:
+        backend.finish(finished, seconds=per_pair * len(backend.chunks[finished]))
+        finished += 1
+        await backend.until(finished + 4)
+    while finished < len(backend.chunks):
+        backend.finish(finished, seconds=per_pair * len(backend.chunks[finished]))
+        finished += 1
+    await task
+    await runner.close()
+    # After the probes, a quarter of what is left (two workers, two chunks each), down
+    # to 200, and what remains.
+    assert [len(c) for c in backend.chunks] == [16] * 4 + [484, 363, 273, 204, 200, 200, 200, 12]
+
+
+async def test_rows_with_long_metrics_make_smaller_chunks() -> None:
+    backend = HeldBackend(workers=1)
+    runner = Runner(backend)
+    task = runner.start(_job(RecordingSink(), sim.UNIFORM, {}, 1_000_000))
+    await backend.until(2)
+    text = '{"k":"' + "x" * (3 * ROW_BYTES - 8) + '"}'  # a model's long metrics JSON
+    assert len(text) == 3 * ROW_BYTES
+    rows = [(1, r, 1, 1.0, 1.0, text) for r in range(1, PROBE_REPLICATIONS + 1)]
+    backend.results[0].set_result((1e-6 * PROBE_REPLICATIONS, chunks.Chunk(rows, {})))
+    await backend.until(3)
+    assert len(backend.chunks[2]) == CHUNK_BYTES // (4 * ROW_BYTES)
     runner.cancel(9)
     await task
     await runner.close()
