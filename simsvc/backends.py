@@ -23,7 +23,8 @@ T = TypeVar("T")
 
 ExecutorKind = Literal["process", "thread", "inline"]
 POOL_EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
-# What every chunk needs: imported by a new worker process before it takes work.
+# What every chunk needs, imported by a new worker process before it takes work: the
+# runner (`runner.timed` wraps each chunk) brings `chunks`, `sim` and NumPy with it.
 WORKER_PRELOAD = ("simsvc.runner",)
 
 
