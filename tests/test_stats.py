@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from scipy import stats as scipy_stats
 
 from simsvc.db import Moments
 from simsvc.stats import aggregate_list, half_width, std, t_quantile
@@ -67,3 +68,10 @@ def test_aggregate_list_is_ordered_and_named() -> None:
     assert out[1]["average_total_costs"] == 2.0
     assert out[1]["delivery_rate_std"] == pytest.approx(math.sqrt(0.02))
     assert out[0]["total_costs_ci95"] is None
+
+
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.975, 0.995, 1 - 0.05 / 12])
+@pytest.mark.parametrize("df", [1, 2, 3, 7, 30, 119, 1_000, 123_456, 2.5, 10_000.25])
+def test_t_quantile_equals_scipys_t_ppf_bit_for_bit(p: float, df: float) -> None:
+    # Fractional df: Welch's interval asks for them.
+    assert t_quantile(p, df) == float(scipy_stats.t.ppf(p, df))
