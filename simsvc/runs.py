@@ -2,7 +2,7 @@
 
 `web` only translates HTTP to a `Runs` method and back; everything a run does between
 goes through here, one way: `Runs` -> `runner.Runner` (which computes on a
-`sim.Backend`) -> `RunEvents` (stores each chunk with `db`, then tells the hubs).
+`backends.Backend`) -> `RunEvents` (stores each chunk with `db`, then tells the hubs).
 
 A run is a set of *units*, each an id with a (model, params) plan (`sim.ScenarioPlan`;
 a unit is a stored scenario in a plain run, and may be any id, such as an experiment's
