@@ -193,12 +193,15 @@ def open_page(browser: Browser, server: Server, console: Console) -> Iterator[Op
         url: str | None = None,
         routes: Mapping[str | re.Pattern[str], Callable[[Route], None]] | None = None,
         width: int = 1280,
+        prepare: Callable[[Page], None] | None = None,
     ) -> Page:
         context = browser.new_context(locale=locale, viewport={"width": width, "height": 900})
         contexts.append(context)
         page = context.new_page()
         for pattern, handler in (routes or {}).items():
             page.route(pattern, handler)
+        if prepare is not None:
+            prepare(page)  # e.g. routes for the WebSocket, which must be set before it opens
         console.watch(page)
         page.goto(f"{url or server.url}/")
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")

@@ -11,7 +11,7 @@ import { LANGUAGES, applyStatic, language, setLanguage, t } from "./i18n.js";
 import { labelScenarioForm, renderModelOptions, renderParamFields, renderRunScenarios, renderScenarios, resetScenarioForm, submitScenario } from "./scenarios.js";
 import { experimentHandlers, renderExperiments, setUpExperimentControls, takeSnapshot } from "./experiments.js";
 import { renderResultsBody, resetDecisions, setUpResultControls } from "./results.js";
-import { ACTIVE, TERMINAL, kpiDirections, scenarioName, state, viewedRunId } from "./state.js";
+import { ACTIVE, TERMINAL, kpiDirections, newsMark, newsSince, noteNews, scenarioName, state, viewedRunId } from "./state.js";
 
 const ENDED_RUNS_SHOWN = 2;
 const RATE_WINDOW_MS = 10000;
@@ -90,8 +90,9 @@ async function submitRun(event) {
     return;
   }
   try {
+    const mark = newsMark();
     const answer = await api("POST", "/api/simulations", body);
-    adoptRun(answer.run);
+    adoptRun(answer.run, mark);
     $("run-form-ok").textContent = t("run.started", { id: answer.run_id });
   } catch (err) {
     showErrors(form, $("run-form-error"), err);
@@ -99,14 +100,50 @@ async function submitRun(event) {
   }
 }
 
-/** A run this tab started, extended or resumed: watch it and show its results. */
-function adoptRun(run) {
-  updateRun(run);
+/**
+ * A run this tab started, extended or resumed: watch it and show its results. A small run
+ * can end before the answer arrives; the events that said so are newer than the answer.
+ */
+function adoptRun(run, mark) {
+  if (!newsSince(run.run_id, mark)) updateRun(run);
   state.watched.add(run.run_id);
   state.followed = run.run_id;
   if (state.view !== "all") state.view = "latest";
   renderRuns();
   renderResults();
+  reconcileRun(run.run_id);
+}
+
+const reconciling = new Map(); // run_id -> whether to ask once more when the answer is in
+
+/**
+ * Bring one run to its stored state over HTTP, so that no missed event can leave it stale.
+ * An event that arrives meanwhile is at least as new as the answer, which then yields.
+ */
+async function reconcileRun(runId) {
+  if (reconciling.has(runId)) {
+    reconciling.set(runId, true);
+    return;
+  }
+  reconciling.set(runId, false);
+  const mark = newsMark();
+  const version = resultVersions.get(runId);
+  try {
+    const answer = await api("GET", `/api/simulations/${runId}`);
+    if (newsSince(runId, mark) && state.runs.has(runId)) return;
+    const { manifest: _manifest, results, waiting_for_workers: waiting, waiting_since: since, ...run } = answer;
+    state.runs.set(runId, { ...run, waiting: waiting ? since ?? true : null });
+    if (resultVersions.get(runId) === version) storeResults(runId, results);
+    if (ACTIVE.has(run.status)) state.watched.add(runId);
+    renderRuns();
+    renderResults();
+  } catch (err) {
+    noteFailure(err);
+  } finally {
+    const again = reconciling.get(runId);
+    reconciling.delete(runId);
+    if (again) reconcileRun(runId);
+  }
 }
 
 // -- runs: the sticky run bar and the history -------------------------------------------------
@@ -230,7 +267,9 @@ function renderLive() {
 
 async function cancelRun(runId) {
   try {
-    updateRun(await api("POST", `/api/simulations/${runId}/cancel`));
+    const mark = newsMark();
+    const run = await api("POST", `/api/simulations/${runId}/cancel`);
+    if (!newsSince(runId, mark)) updateRun(run);
     state.followed = runId;
     renderRuns();
   } catch (err) {
@@ -248,7 +287,8 @@ async function resumeRun(runId) {
 async function runAction(runId, action, body) {
   $("live-error").textContent = "";
   try {
-    adoptRun(await api("POST", `/api/simulations/${runId}/${action}`, body));
+    const mark = newsMark();
+    adoptRun(await api("POST", `/api/simulations/${runId}/${action}`, body), mark);
     state.view = runId;
     renderResults();
     return true;
@@ -427,6 +467,8 @@ const handlers = {
     else renderModelOptions();
     renderPrecisionTargets();
     renderAll();
+    // The snapshot holds the newest runs only: the run this tab follows may be older.
+    if (state.followed != null) reconcileRun(state.followed);
   },
   "run.started"(e) {
     updateRun(e.run);
@@ -446,6 +488,9 @@ const handlers = {
       const updated = { ...run, status: "running", done: Math.max(run.done, e.done), total: e.total, replications: run.precision ? replications : run.replications, waiting };
       state.runs.set(e.run_id, updated);
       noteProgress(updated);
+    } else {
+      // Its start went unseen: ask for the run, so that its bar and status appear.
+      reconcileRun(e.run_id);
     }
     storeResults(e.run_id, e.results);
     renderRuns();
@@ -539,7 +584,10 @@ setUpResultControls();
 setUpExperimentControls();
 applyStatic();
 startConnection(
-  (event) => handlers[event.type]?.(event),
+  (event) => {
+    noteNews(event.type === "hello" ? event.runs.map((r) => r.run_id) : event.run_id != null ? [event.run_id] : []);
+    handlers[event.type]?.(event);
+  },
   () => {
     renderRuns();
     renderExperiments();

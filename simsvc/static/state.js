@@ -26,6 +26,26 @@ export const state = {
   seq: 0,
 };
 
+// News of each run, counted in events this tab has handled. An HTTP answer asked for
+// before the latest news of its run is older than that news and must not overwrite it.
+let newsClock = 0;
+const newsOf = new Map(); // run_id -> newsClock when an event or snapshot last spoke of it
+
+export function noteNews(runIds) {
+  newsClock += 1;
+  for (const id of runIds) newsOf.set(id, newsClock);
+}
+
+/** A mark to take just before asking the server about a run. */
+export function newsMark() {
+  return newsClock;
+}
+
+/** Whether an event spoke of the run after `mark`, so is at least as new as the answer. */
+export function newsSince(runId, mark) {
+  return (newsOf.get(runId) ?? -1) > mark;
+}
+
 export function kpiDirections() {
   const directions = new Map();
   for (const model of state.models.values()) {

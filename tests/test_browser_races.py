@@ -1,0 +1,118 @@
+"""The dashboard against the orderings a fast run makes possible: a run that ends before
+the answer to its start arrives, a socket that says nothing of a run, and progress of a
+run whose start the page never heard. Each ordering is made certain, not likely: the
+tests hold the answer or the socket's messages back until the run is where they need it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from playwright.sync_api import Page, Route, WebSocketRoute, expect
+
+from .browser_support import WAIT_MS, OpenPage, Server, start_run_from_form, wait_until_ended
+
+HEARD = """([type, id]) => performance.getEntriesByName("simsvc:event")
+  .some((m) => m.detail.type === type && m.detail.runId === id)"""
+
+
+def wait_for_event(page: Page, kind: str, run_id: int) -> None:
+    """Wait until the page has handled an event of this kind for this run."""
+    page.wait_for_function(HEARD, arg=[kind, run_id], timeout=WAIT_MS)
+
+
+def hold_start_until(heard_by: Callable[[], Page], kind: str) -> Callable[[Route], None]:
+    """A route that answers a run's start only once `heard_by()` has handled `kind` for it."""
+
+    def handle(route: Route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        response = route.fetch()
+        wait_for_event(heard_by(), kind, response.json()["run_id"])
+        route.fulfill(response=response)
+
+    return handle
+
+
+def expect_completed_in_place(page: Page, run_id: int) -> None:
+    item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
+    expect(item.locator(".pct")).to_have_text("100%", timeout=WAIT_MS)
+    expect(item).to_have_attribute("data-status", "completed")
+    wait_until_ended(page, run_id)
+    expect(page.locator("#results-table tbody tr")).not_to_have_count(0)
+
+
+def test_a_run_that_ends_before_its_start_is_answered_shows_as_completed(
+    open_page: OpenPage,
+) -> None:
+    pages: list[Page] = []
+    page = open_page(routes={"**/api/simulations": hold_start_until(lambda: pages[0], "run.completed")})
+    pages.append(page)
+    # The page hears started, progress and completed; only then the answer "queued".
+    run_id = start_run_from_form(page, 20)
+    expect_completed_in_place(page, run_id)
+    history = page.locator(f'#history-table tr[data-run-id="{run_id}"]')
+    expect(history).to_contain_text("completed")
+
+
+def test_a_run_the_socket_says_nothing_of_is_read_over_http(open_page: OpenPage) -> None:
+    watcher = open_page()
+    held: list[str | bytes] = []
+
+    def hello_only(ws: WebSocketRoute) -> None:
+        # The socket is live (its hello arrives) but what follows is held back.
+        upstream = ws.connect_to_server()
+
+        def relay(message: str | bytes) -> None:
+            if json.loads(message)["type"] == "hello":
+                ws.send(message)
+            else:
+                held.append(message)
+
+        upstream.on_message(relay)
+
+    page = open_page(
+        routes={"**/api/simulations": hold_start_until(lambda: watcher, "run.completed")},
+        prepare=lambda p: p.route_web_socket("**/ws/events", hello_only),
+    )
+    run_id = start_run_from_form(page, 20)
+    expect_completed_in_place(page, run_id)
+    assert held, "the socket should have had news to hold back"
+
+
+def test_progress_of_a_run_whose_start_went_unseen_brings_its_bar(
+    open_page: OpenPage, server: Server
+) -> None:
+    def without_run_started(ws: WebSocketRoute) -> None:
+        # Drops every run.started and renumbers what follows, so no gap gives it away.
+        upstream = ws.connect_to_server()
+        dropped = 0
+
+        def relay(message: str | bytes) -> None:
+            nonlocal dropped
+            event = json.loads(message)
+            if event["type"] == "run.started":
+                dropped += 1
+                return
+            event["seq"] -= dropped
+            ws.send(json.dumps(event))
+
+        upstream.on_message(relay)
+
+    page = open_page(prepare=lambda p: p.route_web_socket("**/ws/events", without_run_started))
+    started = server.api(
+        "POST", "/api/simulations", {"scenario_ids": [1], "replications": 5000, "pace_s": 0.05}
+    )
+    run_id = started.json()["run_id"]
+    try:
+        wait_for_event(page, "run.progress", run_id)
+        item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
+        expect(item).to_have_attribute("data-status", "running")
+        expect(page.locator(f'#history-table tr[data-run-id="{run_id}"]')).to_contain_text(
+            "running"
+        )
+    finally:
+        server.api("POST", f"/api/simulations/{run_id}/cancel")
+    expect(item).to_have_attribute("data-status", "cancelled")
