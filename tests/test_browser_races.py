@@ -48,13 +48,21 @@ def test_a_run_that_ends_before_its_start_is_answered_shows_as_completed(
     open_page: OpenPage,
 ) -> None:
     pages: list[Page] = []
-    page = open_page(routes={"**/api/simulations": hold_start_until(lambda: pages[0], "run.completed")})
+    held: list[Route] = []
+    page = open_page(
+        routes={
+            "**/api/simulations": hold_start_until(lambda: pages[0], "run.completed"),
+            # The run as stored is never answered: the events alone must carry the page.
+            "**/api/simulations/*": lambda route: held.append(route),
+        }
+    )
     pages.append(page)
     # The page hears started, progress and completed; only then the answer "queued".
     run_id = start_run_from_form(page, 20)
     expect_completed_in_place(page, run_id)
     history = page.locator(f'#history-table tr[data-run-id="{run_id}"]')
     expect(history).to_contain_text("completed")
+    assert [r.request.url for r in held] == [f"{page.url}api/simulations/{run_id}"]
 
 
 def test_a_run_the_socket_says_nothing_of_is_read_over_http(open_page: OpenPage) -> None:
