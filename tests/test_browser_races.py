@@ -13,8 +13,12 @@ from playwright.sync_api import Page, Route, WebSocketRoute, expect
 
 from .browser_support import WAIT_MS, OpenPage, Server, start_run_from_form, wait_until_ended
 
+SNAPSHOT_RUNS = 50  # the runs a socket's hello holds, newest first
 HEARD = """([type, id]) => performance.getEntriesByName("simsvc:event")
   .some((m) => m.detail.type === type && m.detail.runId === id)"""
+
+HELLOS = """(n) => performance.getEntriesByName("simsvc:event")
+  .filter((m) => m.detail.type === "hello").length === n"""
 
 
 def wait_for_event(page: Page, kind: str, run_id: int) -> None:
@@ -124,3 +128,35 @@ def test_progress_of_a_run_whose_start_went_unseen_brings_its_bar(
     finally:
         server.api("POST", f"/api/simulations/{run_id}/cancel")
     expect(item).to_have_attribute("data-status", "cancelled")
+
+
+def test_a_reconnect_reads_the_followed_run_the_snapshot_left_out(
+    open_page: OpenPage, server: Server
+) -> None:
+    sockets: list[WebSocketRoute] = []
+    deaf: list[bool] = []
+
+    def first_goes_deaf(ws: WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+        sockets.append(ws)
+        first = len(sockets) == 1
+        upstream.on_message(lambda message: None if first and deaf else ws.send(message))
+
+    page = open_page(prepare=lambda p: p.route_web_socket("**/ws/events", first_goes_deaf))
+    run_id = start_run_from_form(
+        page, 5000, **{"Pause after each replication (seconds, for demos)": "0.05"}
+    )
+    item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
+    expect(item).to_have_attribute("data-status", "running")
+    # While the page hears nothing, its run is cancelled and enough newer runs push it
+    # out of the snapshot a new socket starts with.
+    deaf.append(True)
+    assert server.api("POST", f"/api/simulations/{run_id}/cancel").ok
+    for _ in range(SNAPSHOT_RUNS):
+        assert server.api("POST", "/api/simulations", {"scenario_ids": [1], "replications": 1}).ok
+    sockets[0].close()
+    page.wait_for_function(HELLOS, arg=2, timeout=WAIT_MS)
+    assert len(sockets) == 2
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(item).to_have_attribute("data-status", "cancelled")
+    expect(page.locator(f'#history-table tr[data-run-id="{run_id}"]')).to_contain_text("cancelled")
