@@ -585,7 +585,7 @@ setUpExperimentControls();
 applyStatic();
 startConnection(
   (event) => {
-    noteNews(event.type === "hello" ? event.runs.map((r) => r.run_id) : event.run_id != null ? [event.run_id] : []);
+    noteNews(event.type === "hello" ? (event.runs ?? []).map((r) => r.run_id) : event.run_id != null ? [event.run_id] : []);
     handlers[event.type]?.(event);
   },
   () => {
