@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from simsvc import chunks, db, exports, sim
+from simsvc import chunks, db, exports, jsontext, sim
 from simsvc.db import Database
 from simsvc.streams import Streams
 
@@ -200,3 +201,27 @@ async def _csv(database: Database, run_id: int) -> list[list[str]]:
     export = await exports.csv_export(database, run_id)
     body = b"".join([piece async for piece in export.body])
     return list(csv.reader(io.StringIO(body.decode("utf-8"))))
+
+
+def test_each_value_is_classified_as_sqlite_types_its_json() -> None:
+    finite = [1, -(2**63), 2**63, -(2**63) - 1, 2.5, 1e300, True, False, None, "s", {"a": 1}, [1]]
+    conn = sqlite3.connect(":memory:")
+    for value in finite:
+        (kind,) = conn.execute(
+            "SELECT CASE WHEN type = 'integer' AND typeof(atom) != 'integer' THEN 'bigint'"
+            " ELSE type END FROM json_each(?)",
+            (json.dumps({"v": value}),),
+        ).fetchone()
+        assert jsontext.json_kind(value) == kind, value
+    conn.close()
+    # Non-finite floats are encoded as null; a tuple as an array.
+    for value, kind in [
+        *((v, jsontext.json_kind(v)) for v in finite),
+        (float("nan"), "null"),
+        (float("-inf"), "null"),
+        ((2,), "array"),
+    ]:
+        kinds: jsontext.MetricKinds = {}
+        jsontext.add_kinds(kinds, {"v": value})
+        assert kinds == {"v": {kind}}, value
+        assert jsontext.json_kind(value) == kind, value
