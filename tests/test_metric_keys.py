@@ -204,7 +204,20 @@ async def _csv(database: Database, run_id: int) -> list[list[str]]:
 
 
 def test_each_value_is_classified_as_sqlite_types_its_json() -> None:
-    finite = [1, -(2**63), 2**63, -(2**63) - 1, 2.5, 1e300, True, False, None, "s", {"a": 1}, [1]]
+    finite: list[Any] = [
+        1,
+        -(2**63),
+        2**63,
+        -(2**63) - 1,
+        2.5,
+        1e300,
+        True,
+        False,
+        None,
+        "s",
+        {"a": 1},
+        [1],
+    ]
     conn = sqlite3.connect(":memory:")
     for value in finite:
         (kind,) = conn.execute(
@@ -215,12 +228,13 @@ def test_each_value_is_classified_as_sqlite_types_its_json() -> None:
         assert jsontext.json_kind(value) == kind, value
     conn.close()
     # Non-finite floats are encoded as null; a tuple as an array.
-    for value, kind in [
+    cases: list[tuple[Any, str]] = [
         *((v, jsontext.json_kind(v)) for v in finite),
         (float("nan"), "null"),
         (float("-inf"), "null"),
         ((2,), "array"),
-    ]:
+    ]
+    for value, kind in cases:
         kinds: jsontext.MetricKinds = {}
         jsontext.add_kinds(kinds, {"v": value})
         assert kinds == {"v": {kind}}, value
