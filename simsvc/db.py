@@ -880,7 +880,8 @@ class Database:
         now), with the JSON types its values take.
 
         Recorded as the rows were stored, they are read from `run_metric_keys`; those of
-        a run of a version 2 database are scanned from its rows. A recorded run being
+        a run of a version 2 database are scanned from its rows once, then recorded too.
+        A recorded run being
         written may list a key that only rows past `bound` hold: an empty column.
         """
         known = await self._scalar_locked(
@@ -889,15 +890,26 @@ class Database:
         if known is None:
             raise NotFound(f"run {run_id} does not exist")
         if not known:
-            return await self._scan_metric_keys(
-                run_id, await self.export_bound(run_id) if bound is None else bound
-            )
+            bound = await self.export_bound(run_id) if bound is None else bound
+            scanned = await self._scan_metric_keys(run_id, bound)
+            await self._keep_scanned_keys(run_id, scanned)
+            return scanned
         keys: MetricKinds = {}
         for key, kind in await self._all(
             "SELECT key, kind FROM run_metric_keys WHERE run_id = ?", (run_id,)
         ):
             keys.setdefault(str(key), set()).add(str(kind))
         return keys
+
+    async def _keep_scanned_keys(self, run_id: int, keys: MetricKinds) -> None:
+        """Record what a scan found, so that the run's next export reads it instead.
+
+        Every chunk stored since the upgrade recorded its own keys, and the scan covered
+        every row stored before it: together they are all the run's keys.
+        """
+        async with self._transaction() as conn:
+            await self._add_metric_keys(run_id, keys)
+            await conn.execute("UPDATE runs SET metric_keys_known = 1 WHERE run_id = ?", (run_id,))
 
     async def _scan_metric_keys(self, run_id: int, bound: int) -> MetricKinds:
         """The metrics keys and JSON types of a run's rows up to `bound`, from the rows.

@@ -192,7 +192,27 @@ async def test_a_version_2_database_still_exports_its_old_runs_with_every_column
         # A run made after the upgrade records its keys as its rows are stored.
         run_id = await _stored_run(database, OddMetricsModel(), {})
         known = await database._all("SELECT run_id, metric_keys_known FROM runs ORDER BY run_id")
-        assert [tuple(r) for r in known] == [(1, 0), (run_id, 1)]
+        assert [tuple(r) for r in known] == [(1, 1), (run_id, 1)]  # run 1: kept from its scan
+    finally:
+        await database.close()
+
+
+async def test_an_old_run_is_scanned_once_then_exported_from_the_recorded_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v2.db"
+    _version_2_database(path)
+    database = await Database.open(path, [])
+    try:
+        known = await database._all("SELECT metric_keys_known FROM runs WHERE run_id = 1")
+        assert known[0][0] == 0  # marked by the upgrade
+        first = await _csv(database, 1)
+
+        async def no_scan(*_: Any) -> Any:
+            raise AssertionError("the rows were scanned again")
+
+        monkeypatch.setattr(Database, "_scan_metric_keys", no_scan)
+        assert await _csv(database, 1) == first
     finally:
         await database.close()
 
