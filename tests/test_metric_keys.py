@@ -259,3 +259,34 @@ def test_each_value_is_classified_as_sqlite_types_its_json() -> None:
         jsontext.add_kinds(kinds, {"v": value})
         assert kinds == {"v": {kind}}, value
         assert jsontext.json_kind(value) == kind, value
+
+
+async def test_a_row_stored_while_an_export_begins_is_in_it_only_with_its_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    database = await Database.open(":memory:", [("a", "uniform", {})])
+    try:
+        run_id = await _stored_run(database, sim.UNIFORM, {})
+        read_keys = Database.export_metric_keys
+
+        async def then_a_row_with_a_new_key(self: Database, *args: Any) -> Any:
+            keys = await read_keys(self, *args)
+            late = db.ResultRow(
+                scenario_id=1,
+                replication=31,
+                seed=5,
+                total_labor_costs=1.0,
+                ontime_delivery_rate=0.5,
+                metrics={"late": 1},
+            )
+            await self.store_results(run_id, [late])
+            return keys
+
+        monkeypatch.setattr(Database, "export_metric_keys", then_a_row_with_a_new_key)
+        header, *rows = await _csv(database, run_id)
+        # The export's snapshot was taken before its keys were read: the late row is not
+        # in it, rather than in it without its column.
+        assert [int(row[2]) for row in rows] == list(range(1, 31))
+        assert header == list(exports.CSV_FIXED)
+    finally:
+        await database.close()
