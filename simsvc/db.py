@@ -106,7 +106,7 @@ CREATE INDEX results_ingested ON results (scenario_id, config, replication) WHER
 
 # Version 3: each run's metrics keys, with the JSON types their values take, recorded as
 # its rows are stored, so that an export's header is read here instead of from every row.
-# A run stored before (`metric_keys_known` 0) has its rows scanned instead.
+# A run stored before (`metric_keys_known` 0) has its rows scanned by its first export.
 _SCHEMA_3 = """
 CREATE TABLE run_metric_keys (
     run_id INTEGER NOT NULL REFERENCES runs (run_id),
@@ -881,8 +881,8 @@ class Database:
 
         Recorded as the rows were stored, they are read from `run_metric_keys`; those of
         a run of a version 2 database are scanned from its rows once, then recorded too.
-        A recorded run being
-        written may list a key that only rows past `bound` hold: an empty column.
+        A recorded run being written may list a key that only rows past `bound` hold: an
+        empty column.
         """
         known = await self._scalar_locked(
             "SELECT metric_keys_known FROM runs WHERE run_id = ?", (run_id,)

@@ -4,6 +4,9 @@ Python's `json` writes non-finite floats as the bare words `NaN` and `Infinity`,
 are not JSON: a browser's `JSON.parse` rejects the whole message. Input is checked, but a
 statistic can still overflow (a model with extreme params); such a value goes out as
 `null`, the same as a statistic that cannot be computed.
+
+Also here: the JSON type each stored metrics value takes, as SQLite's `json_each` names
+it, which a run records so that its export knows its columns before its first row.
 """
 
 from __future__ import annotations
