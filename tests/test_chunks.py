@@ -39,6 +39,8 @@ def test_a_chunk_reads_as_the_replications_it_holds() -> None:
     again = pickle.loads(pickle.dumps(chunk))
     assert again.rows == chunk.rows
     assert repr(again.moments) == repr(chunk.moments)
+    assert again.keys == chunk.keys
+    assert chunk.keys["orders"] == {"integer"}
 
 
 def test_chunk_moments_equal_those_storage_computed_from_the_rows() -> None:
@@ -60,6 +62,7 @@ async def test_a_chunk_is_bit_identical_on_every_executor(kind: backends.Executo
     expected = chunks.simulate_chunk(plan, 9, pairs)
     assert chunk.rows == expected.rows
     assert repr(chunk.moments) == repr(expected.moments)
+    assert chunk.keys == expected.keys
 
 
 async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
