@@ -8,9 +8,12 @@ measured alternately in one invocation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -238,6 +241,7 @@ async def exports(settings: Settings) -> list[Row]:
                 out.append(_export_row(fmt, rows, got, first=bool(when)))
         finally:
             await new.stop()
+        _stamp_schema_2(db_path)
         await old.start()  # the same database file, served by the earlier version
         try:
             got = await _export_once(session, old, run["run_id"], "csv", rows)
@@ -245,6 +249,13 @@ async def exports(settings: Settings) -> list[Row]:
         finally:
             await old.stop()
     return out
+
+
+def _stamp_schema_2(path: Path) -> None:
+    """Let the earlier version open the file: it refuses a newer schema version, and
+    version 3 only adds a table and a column with a default, which it never reads."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version=2")
 
 
 def _export_row(

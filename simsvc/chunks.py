@@ -19,6 +19,7 @@ from typing import Any, TypedDict, overload
 
 import numpy as np
 
+from .jsontext import MetricKinds, add_kinds
 from .moments import Moments, UnitMoments, kpi_moments, kpi_values
 from .sim import HEADLINE_KPIS, Model, ModelError, ScenarioPlan
 from .streams import Streams
@@ -48,17 +49,24 @@ class Chunk(Sequence[Replication]):
 
     `rows` are bound to the insert as they are; `moments` holds each unit's count, mean
     and M2 of every KPI over the chunk, which storage merges into the stored ones (Chan,
-    Golub and LeVeque). Read as a sequence, a chunk gives its rows as `Replication`s.
+    Golub and LeVeque); `keys` each metrics key of the rows with the JSON types its
+    values take, which storage records so that an export's header needs no scan of the
+    rows. Read as a sequence, a chunk gives its rows as `Replication`s.
     """
 
-    __slots__ = ("moments", "rows")
+    __slots__ = ("keys", "moments", "rows")
 
-    def __init__(self, rows: list[EncodedRow], moments: UnitMoments) -> None:
+    def __init__(
+        self, rows: list[EncodedRow], moments: UnitMoments, keys: MetricKinds | None = None
+    ) -> None:
         self.rows = rows
         self.moments = moments
+        self.keys: MetricKinds = {} if keys is None else keys
 
-    def __reduce__(self) -> tuple[type[Chunk], tuple[list[EncodedRow], UnitMoments]]:
-        return (Chunk, (self.rows, self.moments))
+    def __reduce__(
+        self,
+    ) -> tuple[type[Chunk], tuple[list[EncodedRow], UnitMoments, MetricKinds]]:
+        return (Chunk, (self.rows, self.moments, self.keys))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -103,15 +111,16 @@ def simulate_chunk(scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int
     streams = Streams(seed, replications)
     parts: list[tuple[np.ndarray[Any, Any], list[EncodedRow]]] = []
     moments: UnitMoments = {}
+    keys: MetricKinds = {}
     for unit, at in _by_unit(table[:, 0]):
         model, params = scenarios[unit]
-        rows, moments[unit] = _unit_rows(model, params, unit, streams.take(position[at]))
+        rows, moments[unit] = _unit_rows(model, params, unit, streams.take(position[at]), keys)
         parts.append((at, rows))
     if len(parts) == 1:
-        return Chunk(parts[0][1], moments)
+        return Chunk(parts[0][1], moments, keys)
     rows = [row for _, part in parts for row in part]
     order = np.argsort(np.concatenate([at for at, _ in parts]))
-    return Chunk([rows[i] for i in order.tolist()], moments)
+    return Chunk([rows[i] for i in order.tolist()], moments, keys)
 
 
 def _by_unit(units: np.ndarray[Any, Any]) -> list[tuple[int, np.ndarray[Any, Any]]]:
@@ -124,20 +133,21 @@ def _by_unit(units: np.ndarray[Any, Any]) -> list[tuple[int, np.ndarray[Any, Any
 
 
 def _unit_rows(
-    model: Model, params: dict[str, Any], unit: int, streams: Streams
+    model: Model, params: dict[str, Any], unit: int, streams: Streams, keys: MetricKinds
 ) -> tuple[list[EncodedRow], dict[str, Moments]]:
-    """One unit's rows of a chunk, and the moments of its KPIs over them."""
+    """One unit's rows of a chunk, and the moments of its KPIs over them; the kinds of
+    their metrics values are added to `keys` (rows of the headline KPIs alone add none)."""
     columns = model.simulate_batch(params, streams)
     if columns is None:
         outs = (model.simulate(params, streams.generator(i)) for i in range(len(streams)))
-        return _encoded(model, unit, streams, outs)
+        return _encoded(model, unit, streams, outs, keys)
     arrays = {name: _column(model, name, values, len(streams)) for name, values in columns.items()}
     if set(arrays) == set(HEADLINE_KPIS) and all(a.dtype.kind in "iuf" for a in arrays.values()):
         return _kpi_rows(model, unit, streams, arrays)
     # Metrics, or values to check one at a time: each row as `simulate` would give it.
     names, listed = list(arrays), [a.tolist() for a in arrays.values()]
     outs = (dict(zip(names, row, strict=True)) for row in zip(*listed, strict=True))
-    return _encoded(model, unit, streams, outs)
+    return _encoded(model, unit, streams, outs, keys)
 
 
 def _kpi_rows(
@@ -154,9 +164,14 @@ def _kpi_rows(
 
 
 def _encoded(
-    model: Model, unit: int, streams: Streams, outs: Iterable[Mapping[str, Any]]
+    model: Model,
+    unit: int,
+    streams: Streams,
+    outs: Iterable[Mapping[str, Any]],
+    keys: MetricKinds,
 ) -> tuple[list[EncodedRow], dict[str, Moments]]:
-    """Rows from one output dict per replication: checked, encoded, and their moments."""
+    """Rows from one output dict per replication: checked, encoded, and their moments;
+    the kinds of their metrics values, as encoded, are added to `keys`."""
     rows: list[EncodedRow] = []
     values: list[dict[str, float]] = []
     seed = streams.seed
@@ -164,6 +179,7 @@ def _encoded(
         row = _replication(model, unit, replication, seed, out)
         cost, rate, metrics = row["total_labor_costs"], row["ontime_delivery_rate"], row["metrics"]
         rows.append((unit, replication, seed, cost, rate, _ENCODER.encode(metrics)))
+        add_kinds(keys, metrics)
         values.append(kpi_values(cost, rate, metrics))
     return rows, kpi_moments(values)
 

@@ -26,9 +26,10 @@ from typing import Any, Literal, TypedDict, cast
 import aiosqlite
 
 from . import moments
+from .jsontext import MetricKinds, add_kinds
 from .moments import Moments as Moments
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # PRAGMA application_id of simsvc's files ("SIMS"): other programs' databases stay untouched.
 APPLICATION_ID = 0x53494D53
 SIMSVC_TABLES = frozenset({"scenarios", "runs", "results", "kpi_stats"})
@@ -103,6 +104,19 @@ ALTER TABLE kpi_stats ADD COLUMN m3 REAL DEFAULT 0;
 CREATE INDEX results_ingested ON results (scenario_id, config, replication) WHERE run_id IS NULL;
 """
 
+# Version 3: each run's metrics keys, with the JSON types their values take, recorded as
+# its rows are stored, so that an export's header is read here instead of from every row.
+# A run stored before (`metric_keys_known` 0) has its rows scanned by its first export.
+_SCHEMA_3 = """
+CREATE TABLE run_metric_keys (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id),
+    key    TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    PRIMARY KEY (run_id, key, kind)
+) WITHOUT ROWID;
+ALTER TABLE runs ADD COLUMN metric_keys_known INTEGER NOT NULL DEFAULT 1;
+UPDATE runs SET metric_keys_known = 0;
+"""
 
 # An index on results (scenario_id) cost a quarter of storing a row, and no query needs
 # it: a scenario's runs are found through the unique index, its ingested rows through
@@ -403,6 +417,10 @@ class Database:
                     if statement.strip():
                         await conn.execute(statement)
                 await self._backfill_2()
+            if version < 3:
+                for statement in _SCHEMA_3.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             for statement in _EXPERIMENT_SCHEMA.split(";"):
@@ -668,6 +686,10 @@ class Database:
                 " ontime_delivery_rate, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 _result_tuples(run_id, rows),
             )
+            keys: MetricKinds = {}
+            for row in rows:
+                add_kinds(keys, row["metrics"])
+            await self._add_metric_keys(run_id, keys)
             await self._add_stats(run_id, _stats_of_rows(rows))
             await conn.execute(
                 "UPDATE runs SET done = done + ? WHERE run_id = ?", (len(rows), run_id)
@@ -677,18 +699,24 @@ class Database:
         return done
 
     async def store_chunk(
-        self, run_id: int, rows: Sequence[Sequence[Any]], stats: moments.UnitMoments
+        self,
+        run_id: int,
+        rows: Sequence[Sequence[Any]],
+        stats: moments.UnitMoments,
+        keys: Mapping[str, Iterable[str]],
     ) -> tuple[int, int]:
         """Commit a chunk computed elsewhere; returns the run's new done count and its total.
 
         `rows` are (scenario_id, replication, seed, total_labor_costs,
-        ontime_delivery_rate, metrics JSON text), bound to the insert as they are, and
-        `stats` the chunk's moments: nothing here touches a row in Python. One
-        transaction: a chunk is stored whole or not at all. Five calls to aiosqlite's
-        thread whatever the chunk's size, each of which wakes the event loop once.
+        ontime_delivery_rate, metrics JSON text), bound to the insert as they are,
+        `stats` the chunk's moments and `keys` its metrics keys with their JSON types:
+        nothing here touches a row in Python. One transaction: a chunk and its keys are
+        stored whole or not at all. At most six calls to aiosqlite's thread whatever the
+        chunk's size, each of which wakes the event loop once.
         """
         async with self._transaction() as conn:
             await conn.executemany(_chunk_insert(run_id, utcnow()), rows)
+            await self._add_metric_keys(run_id, keys)
             await self._add_stats(run_id, stats)
             counts = await conn.execute_fetchall(
                 "UPDATE runs SET done = done + ? WHERE run_id = ? RETURNING done, total",
@@ -839,14 +867,56 @@ class Database:
 
     # -- exports: a run's rows in batches, never all at once -------------------------
 
-    async def export_metric_keys(self, run_id: int) -> dict[str, set[str]]:
-        """Every metrics key of a run's stored rows, with the JSON types its values take.
+    async def _add_metric_keys(self, run_id: int, keys: Mapping[str, Iterable[str]]) -> None:
+        """Record metrics keys and their JSON types among a run's, in the caller's transaction."""
+        if keys:
+            await self._conn.executemany(
+                "INSERT OR IGNORE INTO run_metric_keys (run_id, key, kind) VALUES (?, ?, ?)",
+                [(run_id, key, kind) for key, kinds in keys.items() for kind in kinds],
+            )
 
-        Read in batches, so the connection is never held for long, and bounded by the
-        rows stored when it was asked (the export's snapshot, see `export_bound`).
+    async def export_metric_keys(self, run_id: int, bound: int | None = None) -> MetricKinds:
+        """Every metrics key of a run's rows up to result id `bound` (default: all stored
+        now), with the JSON types its values take.
+
+        Recorded as the rows were stored, they are read from `run_metric_keys`; those of
+        a run of a version 2 database are scanned from its rows once, then recorded too.
+        A recorded run being written may list a key that only rows past `bound` hold: an
+        empty column.
         """
-        bound = await self.export_bound(run_id)
-        keys: dict[str, set[str]] = {}
+        known = await self._scalar_locked(
+            "SELECT metric_keys_known FROM runs WHERE run_id = ?", (run_id,)
+        )
+        if known is None:
+            raise NotFound(f"run {run_id} does not exist")
+        if not known:
+            bound = await self.export_bound(run_id) if bound is None else bound
+            scanned = await self._scan_metric_keys(run_id, bound)
+            await self._keep_scanned_keys(run_id, scanned)
+            return scanned
+        keys: MetricKinds = {}
+        for key, kind in await self._all(
+            "SELECT key, kind FROM run_metric_keys WHERE run_id = ?", (run_id,)
+        ):
+            keys.setdefault(str(key), set()).add(str(kind))
+        return keys
+
+    async def _keep_scanned_keys(self, run_id: int, keys: MetricKinds) -> None:
+        """Record what a scan found, so that the run's next export reads it instead.
+
+        Every chunk stored since the upgrade recorded its own keys, and the scan covered
+        every row stored before it: together they are all the run's keys.
+        """
+        async with self._transaction() as conn:
+            await self._add_metric_keys(run_id, keys)
+            await conn.execute("UPDATE runs SET metric_keys_known = 1 WHERE run_id = ?", (run_id,))
+
+    async def _scan_metric_keys(self, run_id: int, bound: int) -> MetricKinds:
+        """The metrics keys and JSON types of a run's rows up to `bound`, from the rows.
+
+        Read in batches, so the connection is never held for long.
+        """
+        keys: MetricKinds = {}
         after = (0, 0)
         while True:
             # The batch's last key, from the index alone; then the batch's keys by range.

@@ -172,8 +172,8 @@ def _json_rows_checked(batch: Batch) -> bytes:
 
 async def csv_export(database: db.Database, run_id: int) -> Export:
     scenarios = await scenario_names(database, run_id)
-    keys = await database.export_metric_keys(run_id)
     bound = await database.export_bound(run_id)
+    keys = await database.export_metric_keys(run_id, bound)
     names = sorted(keys)
     header = _csv_text([(*CSV_FIXED, *names)])
     pieces = _csv_rows(database.export_batches, (run_id, bound, scenarios), keys)
@@ -348,8 +348,8 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
         )
     await asyncio.to_thread(_load_pyarrow)
     scenarios = await scenario_names(database, run_id)
-    keys = await database.export_metric_keys(run_id)
     bound = await database.export_bound(run_id)
+    keys = await database.export_metric_keys(run_id, bound)
     names = sorted(keys)
     if not all(db.export_safe_key(k) for k in names):
         raise ParquetUnavailable("a metrics key holds a double quote, which Parquet export lacks")

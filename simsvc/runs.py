@@ -205,7 +205,7 @@ class RunEvents:
         return await self._db.stored_replications(run_id, units, first, last)
 
     async def results_ready(self, run_id: int, rows: chunks.Chunk) -> None:
-        done, run_total = await self._db.store_chunk(run_id, rows.rows, rows.moments)
+        done, run_total = await self._db.store_chunk(run_id, rows.rows, rows.moments, rows.keys)
         now = time.monotonic()
         # A run over many scenarios makes each progress event dear: space them out so
         # that they take at most a tenth of the event loop.

@@ -39,6 +39,8 @@ def test_a_chunk_reads_as_the_replications_it_holds() -> None:
     again = pickle.loads(pickle.dumps(chunk))
     assert again.rows == chunk.rows
     assert repr(again.moments) == repr(chunk.moments)
+    assert again.keys == chunk.keys
+    assert chunk.keys["orders"] == {"integer"}
 
 
 def test_chunk_moments_equal_those_storage_computed_from_the_rows() -> None:
@@ -60,6 +62,7 @@ async def test_a_chunk_is_bit_identical_on_every_executor(kind: backends.Executo
     expected = chunks.simulate_chunk(plan, 9, pairs)
     assert chunk.rows == expected.rows
     assert repr(chunk.moments) == repr(expected.moments)
+    assert chunk.keys == expected.keys
 
 
 async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
@@ -74,7 +77,7 @@ async def test_a_stored_chunk_equals_the_same_rows_stored_one_by_one() -> None:
         for part in (chunk.rows[:half], chunk.rows[half:]):
             part_chunk = chunks.simulate_chunk(PLAN, 5, [(r[0], r[1]) for r in part])
             done, _ = await database.store_chunk(
-                by_chunk["run_id"], part_chunk.rows, part_chunk.moments
+                by_chunk["run_id"], part_chunk.rows, part_chunk.moments, part_chunk.keys
             )
             await database.store_results(by_rows["run_id"], list(part_chunk))
         assert done == len(chunk)
@@ -99,10 +102,10 @@ async def test_a_failing_chunk_store_leaves_nothing_of_it() -> None:
     try:
         run = await database.create_run([1], 10, 5, 0.0, {}, {})
         chunk = chunks.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, 1), (1, 2)])
-        await database.store_chunk(run["run_id"], chunk.rows, chunk.moments)
+        await database.store_chunk(run["run_id"], chunk.rows, chunk.moments, chunk.keys)
         again = chunks.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, 3), (1, 2)])
         with pytest.raises(Exception, match="UNIQUE"):
-            await database.store_chunk(run["run_id"], again.rows, again.moments)
+            await database.store_chunk(run["run_id"], again.rows, again.moments, again.keys)
         assert len(await database.run_results(run["run_id"])) == 2
         assert (await database.get_run(run["run_id"]))["done"] == 2
         assert (await database.scenario_stats(run["run_id"]))[1]["total_labor_costs"].n == 2

@@ -19,6 +19,7 @@ from simsvc import StartupError
 from simsvc.__main__ import executor_name
 from simsvc.backends import ClusterTimeouts
 from simsvc.dask_backend import DaskBackend
+from simsvc.exports import CSV_FIXED
 from simsvc.resources import BACKEND
 from simsvc.web import Config, create_app
 
@@ -36,9 +37,15 @@ async def _rows_of_a_run(make_client: MakeClient, executor: str) -> list[dict[st
         assert ended["status"] == "completed", ended["error"]
         resp = await client.get(f"/api/simulations/{run['run_id']}/results")
         rows: list[dict[str, Any]] = await resp.json()
+        # The metrics keys the chunks brought back, recorded as they were stored.
+        resp = await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")
+        header = (await resp.text()).split("\n", 1)[0].split(",")
     finally:
         await client.close()
     assert len(rows) == 36
+    keys = sorted({key for row in rows for key in row["metrics"]})
+    assert keys
+    assert header == [*CSV_FIXED, *keys]
     return rows
 
 
