@@ -9,334 +9,110 @@ kept per (run, scenario), so aggregates cost O(scenarios), not O(rows).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import json
-import math
 import re
 import sqlite3
-from array import array
-from collections.abc import AsyncIterator, Iterable, Mapping, MutableSequence, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import (
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, cast
 
 import aiosqlite
 
 from . import moments
+from .db_connection import (
+    ACTIVE,
+    INGESTED,
+    KPIS,
+    Conflict,
+    Coverage,
+    DbError,
+    InitialScenarios,
+    InvalidRows,
+    MetricForm,
+    NotFound,
+    ResultRow,
+    Run,
+    Scenario,
+    ScenarioStats,
+    UnusableDatabase,
+    _dumps,
+    _result,
+    _run,
+    _scenario,
+    config_key,
+    kpi_values,
+    utcnow,
+)
+from .db_exports import EXPORT_BATCH_ROWS, ExportReads, export_safe_key
+from .db_schema import (
+    _DROPPED_INDEXES,
+    _EXPERIMENT_SCHEMA,
+    _SCHEMA,
+    _SCHEMA_2,
+    _SCHEMA_3,
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    _unusable,
+    check_identity,
+)
+from .db_stats import (
+    STATS_BATCH_ROWS,
+    Samples,
+    _collect_samples,
+    _moments_of_samples,
+    _stats_of_rows,
+)
 from .jsontext import MetricKinds, add_kinds
 from .moments import Moments as Moments
 
-SCHEMA_VERSION = 3
-# PRAGMA application_id of simsvc's files ("SIMS"): other programs' databases stay untouched.
-APPLICATION_ID = 0x53494D53
-SIMSVC_TABLES = frozenset({"scenarios", "runs", "results", "kpi_stats"})
+# What callers import from here; the storage layer's other modules are its parts.
+__all__ = [
+    "ACTIVE",
+    "APPLICATION_ID",
+    "BUSY_TIMEOUT_MS",
+    "EXACT_FINISH_ROWS",
+    "EXPORT_BATCH_ROWS",
+    "INGESTED",
+    "KPIS",
+    "SCHEMA_VERSION",
+    "STATS_BATCH_ROWS",
+    "_SCHEMA",
+    "_SCHEMA_2",
+    "Conflict",
+    "Coverage",
+    "Database",
+    "DbError",
+    "InitialScenarios",
+    "InvalidRows",
+    "MetricForm",
+    "Moments",
+    "NotFound",
+    "ResultRow",
+    "Run",
+    "Samples",
+    "Scenario",
+    "ScenarioStats",
+    "UnusableDatabase",
+    "_collect_samples",
+    "_dumps",
+    "_moments_of_samples",
+    "_stats_of_rows",
+    "config_key",
+    "export_safe_key",
+    "kpi_values",
+    "utcnow",
+]
+
 BUSY_TIMEOUT_MS = 5000
-INGESTED = 0  # run key of rows stored by POST /api/results under the scenario's current params
-KPIS = ("total_labor_costs", "ontime_delivery_rate")
-ACTIVE = ("queued", "running")
-STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomputed
 # A finished run of at most this many rows gets the exact two-pass moments (about 0.1 s).
 EXACT_FINISH_ROWS = 10_000
-EXPORT_BATCH_ROWS = 5_000  # rows read at a time by an export, under the connection's lock
-_LAST_KEY = 2**63 - 1  # past every scenario id and replication
-
-# (scenario_name, model, params) stored when a database is created
-InitialScenarios = Sequence[tuple[str, str, Mapping[str, Any]]]
-
-_SCHEMA = """
-CREATE TABLE scenarios (
-    scenario_id   INTEGER PRIMARY KEY,
-    scenario_name TEXT NOT NULL UNIQUE,
-    model         TEXT NOT NULL,
-    params        TEXT NOT NULL,
-    created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL
-);
-CREATE TABLE runs (
-    run_id          INTEGER PRIMARY KEY,
-    status          TEXT NOT NULL,
-    scenario_ids    TEXT NOT NULL,
-    replications    INTEGER NOT NULL,
-    seed            INTEGER NOT NULL,
-    pace_s          REAL NOT NULL,
-    options         TEXT NOT NULL,
-    snapshot        TEXT NOT NULL,
-    done            INTEGER NOT NULL DEFAULT 0,
-    total           INTEGER NOT NULL,
-    created_at      TEXT NOT NULL,
-    started_at      TEXT,
-    finished_at     TEXT,
-    error           TEXT,
-    stopped_because TEXT
-);
-CREATE TABLE results (
-    result_id            INTEGER PRIMARY KEY,
-    run_id               INTEGER REFERENCES runs (run_id),
-    scenario_id          INTEGER NOT NULL REFERENCES scenarios (scenario_id),
-    replication          INTEGER NOT NULL,
-    seed                 INTEGER,
-    total_labor_costs    REAL NOT NULL,
-    ontime_delivery_rate REAL NOT NULL,
-    metrics              TEXT NOT NULL,
-    created_at           TEXT NOT NULL,
-    UNIQUE (run_id, scenario_id, replication)
-);
-CREATE TABLE kpi_stats (
-    run_key     INTEGER NOT NULL,
-    scenario_id INTEGER NOT NULL,
-    kpi         TEXT NOT NULL,
-    n           INTEGER NOT NULL,
-    mean        REAL NOT NULL,
-    m2          REAL NOT NULL,
-    PRIMARY KEY (run_key, scenario_id, kpi)
-) WITHOUT ROWID;
-"""
-
-# Version 2: an ingested row records the scenario's model and params it was sent under
-# (`config`, see `config_key`), so that the pooled aggregates never mix two settings and
-# a replication sent twice is found; moments gain the third central moment (skewness).
-_SCHEMA_2 = """
-ALTER TABLE results ADD COLUMN config TEXT;
-ALTER TABLE kpi_stats ADD COLUMN m3 REAL DEFAULT 0;
-CREATE INDEX results_ingested ON results (scenario_id, config, replication) WHERE run_id IS NULL;
-"""
-
-# Version 3: each run's metrics keys, with the JSON types their values take, recorded as
-# its rows are stored, so that an export's header is read here instead of from every row.
-# A run stored before (`metric_keys_known` 0) has its rows scanned by its first export.
-_SCHEMA_3 = """
-CREATE TABLE run_metric_keys (
-    run_id INTEGER NOT NULL REFERENCES runs (run_id),
-    key    TEXT NOT NULL,
-    kind   TEXT NOT NULL,
-    PRIMARY KEY (run_id, key, kind)
-) WITHOUT ROWID;
-ALTER TABLE runs ADD COLUMN metric_keys_known INTEGER NOT NULL DEFAULT 1;
-UPDATE runs SET metric_keys_known = 0;
-"""
-
-# An index on results (scenario_id) cost a quarter of storing a row, and no query needs
-# it: a scenario's runs are found through the unique index, its ingested rows through
-# `results_ingested`, whether it has results at all through `kpi_stats`. Dropped on every
-# open, so that a database made with it stores as fast; an older simsvc reads the file
-# as before.
-_DROPPED_INDEXES = "DROP INDEX IF EXISTS results_by_scenario"
-
-# Experiments over a parameter space. Created on every open if missing, so that a
-# database made before they existed gains them without a schema version of its own.
-_EXPERIMENT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS experiments (
-    experiment_id     INTEGER PRIMARY KEY,
-    kind              TEXT NOT NULL,
-    status            TEXT NOT NULL,
-    model             TEXT NOT NULL,
-    model_version     TEXT NOT NULL,
-    seed              INTEGER NOT NULL,
-    request           TEXT NOT NULL,
-    point_count       INTEGER NOT NULL,
-    replications_used INTEGER NOT NULL DEFAULT 0,
-    outcome           TEXT NOT NULL DEFAULT '{}',
-    stopped_because   TEXT,
-    error             TEXT,
-    created_at        TEXT NOT NULL,
-    started_at        TEXT,
-    finished_at       TEXT
-);
-CREATE TABLE IF NOT EXISTS experiment_points (
-    experiment_id INTEGER NOT NULL REFERENCES experiments (experiment_id),
-    point_id      INTEGER NOT NULL,
-    params        TEXT NOT NULL,
-    PRIMARY KEY (experiment_id, point_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS experiment_results (
-    experiment_id        INTEGER NOT NULL REFERENCES experiments (experiment_id),
-    point_id             INTEGER NOT NULL,
-    replication          INTEGER NOT NULL,
-    total_labor_costs    REAL NOT NULL,
-    ontime_delivery_rate REAL NOT NULL,
-    metrics              TEXT NOT NULL,
-    PRIMARY KEY (experiment_id, replication, point_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS experiment_stats (
-    experiment_id INTEGER NOT NULL,
-    point_id      INTEGER NOT NULL,
-    kpi           TEXT NOT NULL,
-    n             INTEGER NOT NULL,
-    mean          REAL NOT NULL,
-    m2            REAL NOT NULL,
-    PRIMARY KEY (experiment_id, point_id, kpi)
-) WITHOUT ROWID;
-"""
 
 
-class DbError(Exception):
-    """A request that the stored data refuses."""
-
-
-class NotFound(DbError):
-    """No row with that id."""
-
-
-class Conflict(DbError):
-    """The request conflicts with what is stored."""
-
-
-class UnusableDatabase(DbError):
-    """A file the service cannot or must not use: why, in one line for the operator."""
-
-
-class InvalidRows(DbError):
-    """Rows that refer to things that do not exist; nothing was stored."""
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
-        self.errors = errors
-
-
-class Scenario(TypedDict):
-    scenario_id: int
-    scenario_name: str
-    model: str
-    params: dict[str, Any]
-    created_at: str
-    updated_at: str
-
-
-class Run(TypedDict):
-    run_id: int
-    status: str
-    scenario_ids: list[int]
-    replications: int
-    seed: int
-    pace_s: float
-    options: dict[str, Any]
-    snapshot: dict[str, Any]
-    done: int
-    total: int
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    error: str | None
-    stopped_because: str | None
-
-
-class ResultRow(TypedDict):
-    scenario_id: int
-    replication: int
-    seed: int | None
-    total_labor_costs: float
-    ontime_delivery_rate: float
-    metrics: dict[str, Any]
-
-
-# How an export reads one metrics value: "cell" as a CSV cell, "json" as JSON text (None
-# when absent or null), "text" as SQLite's value (strings unquoted), "metrics" the whole
-# stored metrics object as JSON text.
-MetricForm = Literal["cell", "json", "text", "metrics"]
-
-# scenario_id -> kpi -> moments
-ScenarioStats = dict[int, dict[str, Moments]]
-
-
-class Coverage(TypedDict):
-    """What a pooled aggregate holds: the results computed with the scenario's current
-    model and params, each draw counted once."""
-
-    model: str
-    params: dict[str, Any]
-    run_ids: list[int]  # runs whose results it holds
-    excluded_run_ids: list[int]  # runs of the scenario with other params or model version
-    ingested_replications: int
-
-
-_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def config_key(model: str, params: Mapping[str, Any]) -> str:
-    """A model and its params as a short key, equal when the values are (8 and 8.0 alike)."""
-    by_value = {
-        k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()
-    }
-    text = _CANONICAL.encode({"model": model, "params": by_value})
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def kpi_values(row: ResultRow) -> dict[str, float]:
-    """Every numeric KPI of a row: the two headline KPIs and its numeric metrics."""
-    return moments.kpi_values(row["total_labor_costs"], row["ontime_delivery_rate"], row["metrics"])
-
-
-# scenario_id -> kpi -> values
-Samples = dict[int, dict[str, MutableSequence[float]]]
-
-
-def _stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
-    return moments.unit_moments((row["scenario_id"], kpi_values(row)) for row in rows)
-
-
-def _collect_samples(samples: Samples, rows: Iterable[sqlite3.Row]) -> None:
-    for row in rows:
-        per_kpi = samples.setdefault(int(row["scenario_id"]), {})
-        for kpi, value in kpi_values(_result(row)).items():
-            per_kpi.setdefault(kpi, array("d")).append(value)
-
-
-def _moments_of_samples(samples: Samples) -> ScenarioStats:
-    return {
-        sid: {kpi: Moments.of(vals) for kpi, vals in per_kpi.items()}
-        for sid, per_kpi in samples.items()
-    }
-
-
-def _stored_moments(rows: Iterable[sqlite3.Row]) -> dict[tuple[int, int], dict[str, Moments]]:
-    """kpi_stats rows (run_key, scenario_id, kpi, n, mean, m2, m3) by (run_key, scenario)."""
-    out: dict[tuple[int, int], dict[str, Moments]] = {}
-    for run_key, sid, kpi, n, mean, m2, m3 in rows:
-        third = math.nan if m3 is None else m3  # NULL: overflowed, unknown
-        out.setdefault((int(run_key), int(sid)), {})[kpi] = Moments(n, mean, m2, third)
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class _PoolRun:
-    run_id: int
-    seed: int
-    replications: int
-    complete: bool  # every planned pair stored: each scenario holds exactly 1..replications
-    configs: dict[int, tuple[str, str]]
-
-
-def _holding_every_draw(group: Sequence[_PoolRun]) -> _PoolRun | None:
-    """The run of a same-seed group whose replications include every other's, if any.
-
-    A run only stores replications 1..its planned count, so a complete run holds every
-    replication of the runs planned no longer than it.
-    """
-    if len(group) == 1:
-        return group[0]
-    longest = max(group, key=lambda r: (r.complete, r.replications))
-    if longest.complete and all(r.replications <= longest.replications for r in group):
-        return longest
-    return None
-
-
-class Database:
+class Database(ExportReads):
     """The service's single SQLite connection; every method is one short transaction."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-        self._lock = asyncio.Lock()
-        self.generation = 0  # bumped on every write that changes results
-        # run_id -> scenario_id -> (config key, model version); snapshots never change
-        self._run_configs: dict[int, dict[int, tuple[str, str]]] = {}
-        self._configs_seen = 0
 
     @classmethod
     async def open(cls, path: str | Path, initial: InitialScenarios = ()) -> Database:
@@ -352,7 +128,7 @@ class Database:
         db = cls(conn)
         try:
             await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            await db._check_identity(path)
+            await check_identity(conn, path)
             await db._configure(str(path) == ":memory:")
             await db._migrate(initial)
         except sqlite3.Error as exc:
@@ -362,30 +138,6 @@ class Database:
             await conn.close()
             raise
         return db
-
-    async def _check_identity(self, path: str | Path) -> None:
-        """Refuse a database that is neither empty nor simsvc's, before any write."""
-        app_id = await self._scalar("PRAGMA application_id")
-        version = await self._scalar("PRAGMA user_version")
-        async with self._conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
-        ) as cursor:
-            tables = {str(r[0]) for r in await cursor.fetchall()}
-        ours = app_id == APPLICATION_ID or (
-            # made before simsvc stamped its files, or new and empty
-            app_id == 0 and (tables >= SIMSVC_TABLES or not tables)
-        )
-        if not ours:
-            listed = ", ".join(sorted(tables)[:5]) or "none"
-            raise UnusableDatabase(
-                f"{path} is not a simsvc database (application_id {app_id}, tables: {listed});"
-                " it was left untouched: give --db a new file or a simsvc database"
-            )
-        if version > SCHEMA_VERSION:
-            raise UnusableDatabase(
-                f"{path} has schema version {version}, newer than this simsvc's "
-                f"{SCHEMA_VERSION}: upgrade simsvc"
-            )
 
     async def close(self) -> None:
         async with self._lock:
@@ -447,33 +199,6 @@ class Database:
                 "UPDATE results SET config = ? WHERE run_id IS NULL AND scenario_id = ?", (key, sid)
             )
             await self._recompute_ingested(sid, key)
-
-    # -- plumbing ---------------------------------------------------------------------
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
-
-    async def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        async with self._conn.execute(sql, args) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else row[0]
-
-    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self._conn.execute(sql, args) as cursor:
-            return list(await cursor.fetchall())
-
-    async def _one(self, sql: str, args: Sequence[Any], what: str) -> sqlite3.Row:
-        rows = await self._all(sql, args)
-        if not rows:
-            raise NotFound(what)
-        return rows[0]
-
-    async def pragma(self, name: str) -> Any:
-        """The value of a read-only PRAGMA, such as journal_mode or integrity_check."""
-        if not name.isidentifier():
-            raise ValueError(f"not a pragma name: {name!r}")
-        rows = await self._all(f"PRAGMA {name}")
-        return rows[0][0]
 
     # -- scenarios --------------------------------------------------------------------
 
@@ -865,370 +590,6 @@ class Database:
         )
         return _result(rows[0]) if rows else None
 
-    # -- exports: a run's rows in batches, never all at once -------------------------
-
-    async def _add_metric_keys(self, run_id: int, keys: Mapping[str, Iterable[str]]) -> None:
-        """Record metrics keys and their JSON types among a run's, in the caller's transaction."""
-        if keys:
-            await self._conn.executemany(
-                "INSERT OR IGNORE INTO run_metric_keys (run_id, key, kind) VALUES (?, ?, ?)",
-                [(run_id, key, kind) for key, kinds in keys.items() for kind in kinds],
-            )
-
-    async def export_metric_keys(self, run_id: int, bound: int | None = None) -> MetricKinds:
-        """Every metrics key of a run's rows up to result id `bound` (default: all stored
-        now), with the JSON types its values take.
-
-        Recorded as the rows were stored, they are read from `run_metric_keys`; those of
-        a run of a version 2 database are scanned from its rows once, then recorded too.
-        A recorded run being written may list a key that only rows past `bound` hold: an
-        empty column.
-        """
-        known = await self._scalar_locked(
-            "SELECT metric_keys_known FROM runs WHERE run_id = ?", (run_id,)
-        )
-        if known is None:
-            raise NotFound(f"run {run_id} does not exist")
-        if not known:
-            bound = await self.export_bound(run_id) if bound is None else bound
-            scanned = await self._scan_metric_keys(run_id, bound)
-            await self._keep_scanned_keys(run_id, scanned)
-            return scanned
-        keys: MetricKinds = {}
-        for key, kind in await self._all(
-            "SELECT key, kind FROM run_metric_keys WHERE run_id = ?", (run_id,)
-        ):
-            keys.setdefault(str(key), set()).add(str(kind))
-        return keys
-
-    async def _keep_scanned_keys(self, run_id: int, keys: MetricKinds) -> None:
-        """Record what a scan found, so that the run's next export reads it instead.
-
-        Every chunk stored since the upgrade recorded its own keys, and the scan covered
-        every row stored before it: together they are all the run's keys.
-        """
-        async with self._transaction() as conn:
-            await self._add_metric_keys(run_id, keys)
-            await conn.execute("UPDATE runs SET metric_keys_known = 1 WHERE run_id = ?", (run_id,))
-
-    async def _scan_metric_keys(self, run_id: int, bound: int) -> MetricKinds:
-        """The metrics keys and JSON types of a run's rows up to `bound`, from the rows.
-
-        Read in batches, so the connection is never held for long.
-        """
-        keys: MetricKinds = {}
-        after = (0, 0)
-        while True:
-            # The batch's last key, from the index alone; then the batch's keys by range.
-            last = await self._all(
-                "SELECT scenario_id, replication FROM results WHERE run_id = ?1"
-                " AND (scenario_id, replication) > (?2, ?3) AND result_id <= ?4"
-                " ORDER BY scenario_id, replication LIMIT 1 OFFSET ?5",
-                (run_id, *after, bound, EXPORT_BATCH_ROWS - 1),
-            )
-            upto = (int(last[0][0]), int(last[0][1])) if last else (_LAST_KEY, _LAST_KEY)
-            rows = await self._all(
-                # An integer past 64 bits is its own type: no integer column can hold it.
-                "SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
-                " THEN 'bigint' ELSE j.type END AS kind FROM results, json_each(results.metrics) j"
-                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
-                " AND (scenario_id, replication) <= (?4, ?5) AND result_id <= ?6"
-                " AND metrics != '{}' GROUP BY j.key, kind",  # no keys: not parsed
-                (run_id, *after, *upto, bound),
-            )
-            for key, kind in rows:
-                keys.setdefault(str(key), set()).add(str(kind))
-            if not last:
-                return keys
-            after = upto
-
-    async def export_bound(self, run_id: int) -> int:
-        """The largest result id stored now: an export covers the rows up to it."""
-        await self.get_run(run_id)
-        return int(await self._scalar_locked("SELECT coalesce(max(result_id), 0) FROM results"))
-
-    async def export_batches(
-        self,
-        run_id: int,
-        bound: int,
-        names: Mapping[int, str],
-        metrics: Sequence[tuple[str, MetricForm]],
-        *,
-        named: bool = True,
-    ) -> AsyncIterator[list[tuple[Any, ...]]]:
-        """A run's rows up to result id `bound`, by scenario and replication, in batches.
-
-        Each row is (scenario_id, its text in `names` (or `names[0]` if it has none),
-        replication, seed, total_labor_costs, ontime_delivery_rate) and then one column
-        per `metrics` entry: a key and the form
-        its value takes (see `MetricForm`). The form `"metrics"` (any key) is the whole
-        stored metrics JSON. Without `named`, the scenario's name is left out of each row.
-        Each batch is one short query, so writers wait at most one batch, and memory
-        holds one batch whatever the run's size.
-        """
-        columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
-        paths = {f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)}
-        name = " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
-        sql = (
-            "SELECT scenario_id,"
-            + (name if named else "")
-            + " replication, seed, total_labor_costs, ontime_delivery_rate"
-            + (f", {columns}" if columns else "")
-            + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
-            " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
-        )
-        args: dict[str, Any] = {"run_id": run_id, "bound": bound, "limit": EXPORT_BATCH_ROWS}
-        args["names"] = _dumps({str(k): v for k, v in names.items() if k})
-        args["no_name"] = names.get(0, "")
-        args.update(paths)
-        after = (0, 0)
-        while True:
-            args["sid"], args["rep"] = after
-            async with self._lock, self._conn.execute(sql, args) as cursor:
-                cursor.row_factory = None  # plain tuples: no Row object per replication
-                batch = cast(list[tuple[Any, ...]], await cursor.fetchall())
-            if not batch:
-                return
-            yield batch
-            after = (int(batch[-1][0]), int(batch[-1][2 if named else 1]))
-
-    async def _scalar_locked(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        async with self._lock:
-            return await self._scalar(sql, args)
-
-    async def _run_stats_unlocked(self, run_id: int) -> ScenarioStats:
-        """A run's moments from its rows, off the event loop and without holding every row.
-
-        A run can be 10^5 rows or more: they are read in batches, and only their KPI
-        values are kept, as packed doubles, for the exact two-pass moments.
-        """
-        return await self._stats_of_query_unlocked("run_id = ?", (run_id,))
-
-    async def _stats_of_query_unlocked(self, where: str, args: Sequence[Any]) -> ScenarioStats:
-        samples: Samples = {}
-        async with self._conn.execute(
-            "SELECT scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
-            f" metrics FROM results WHERE {where}",
-            args,
-        ) as cursor:
-            while batch := await cursor.fetchmany(STATS_BATCH_ROWS):
-                await asyncio.to_thread(_collect_samples, samples, batch)
-        return await asyncio.to_thread(_moments_of_samples, samples)
-
-    async def stored_replications(
-        self, run_id: int, scenario_ids: Sequence[int], first: int, last: int
-    ) -> set[tuple[int, int]]:
-        """The (scenario_id, replication) pairs of replications first..last a run has stored.
-
-        One index seek per scenario: a resumed run asks block by block, never for all.
-        """
-        rows = await self._all(
-            "SELECT scenario_id, replication FROM results WHERE run_id = ?"
-            " AND scenario_id IN (SELECT value FROM json_each(?))"
-            " AND replication BETWEEN ? AND ?",
-            (run_id, _dumps(list(scenario_ids)), first, last),
-        )
-        return {(int(r[0]), int(r[1])) for r in rows}
-
-    async def scenario_stats(self, run_id: int) -> ScenarioStats:
-        """Per-scenario moments of every KPI over one run."""
-        rows = await self._all(
-            "SELECT run_key, scenario_id, kpi, n, mean, m2, m3 FROM kpi_stats WHERE run_key = ?",
-            (run_id,),
-        )
-        return {sid: per_kpi for (_, sid), per_kpi in _stored_moments(rows).items()}
-
-    async def pooled_stats(self) -> tuple[ScenarioStats, dict[int, Coverage]]:
-        """Per-scenario moments over every stored result with the scenario's current params.
-
-        A run counts for a scenario when its snapshot holds the scenario's current model
-        and params, at the model version of the newest such run. Runs with the same seed
-        share draws `(seed, r)`: of such a group the one run that holds all the group's
-        replications stands for it (O(1) from stored moments); only a group without such
-        a run (one cancelled with holes, one still running) is deduplicated from its rows.
-        Ingested rows count when sent under the current params, each replication once.
-        """
-        async with self._lock:
-            scenarios = await self._scenario_rows_unlocked()
-            runs = await self._runs_for_pool_unlocked()
-            async with self._conn.execute(
-                "SELECT run_key, scenario_id, kpi, n, mean, m2, m3 FROM kpi_stats"
-            ) as cursor:
-                stored = _stored_moments(await cursor.fetchall())
-            stats: ScenarioStats = {}
-            coverage: dict[int, Coverage] = {}
-            for sid, (model, params, key) in scenarios.items():
-                having = [r for r in runs if (r.run_id, sid) in stored and sid in r.configs]
-                pooled, cover = await self._pool_unlocked(sid, key, having, stored)
-                cover["model"], cover["params"] = model, params
-                if pooled:
-                    stats[sid], coverage[sid] = pooled, cover
-            return stats, coverage
-
-    async def _pool_unlocked(
-        self,
-        sid: int,
-        key: str,
-        runs: Sequence[_PoolRun],
-        stored: Mapping[tuple[int, int], dict[str, Moments]],
-    ) -> tuple[dict[str, Moments], Coverage]:
-        matching = [r for r in runs if r.configs[sid][0] == key]
-        version = matching[-1].configs[sid][1] if matching else None
-        matching = [r for r in matching if r.configs[sid][1] == version]
-        by_seed: dict[int, list[_PoolRun]] = {}
-        for run in matching:
-            by_seed.setdefault(run.seed, []).append(run)
-        parts: list[dict[str, Moments]] = []
-        for group in by_seed.values():
-            holder = _holding_every_draw(group)
-            if holder is not None:
-                parts.append(stored[(holder.run_id, sid)])
-            else:
-                parts.append(await self._distinct_draws_unlocked(sid, [r.run_id for r in group]))
-        ingested = stored.get((INGESTED, sid), {})
-        pooled: dict[str, Moments] = {}
-        for part in [*parts, ingested]:
-            for kpi, m in part.items():
-                pooled[kpi] = pooled.get(kpi, Moments(0, 0.0, 0.0)).merge(m)
-        taken = {r.run_id for r in matching}
-        cover = Coverage(
-            model="",
-            params={},
-            run_ids=sorted(taken),
-            excluded_run_ids=sorted(r.run_id for r in runs if r.run_id not in taken),
-            ingested_replications=ingested["total_labor_costs"].n if ingested else 0,
-        )
-        return pooled, cover
-
-    async def _distinct_draws_unlocked(
-        self, sid: int, run_ids: Sequence[int]
-    ) -> dict[str, Moments]:
-        """Moments over the distinct replications of runs that share a seed, from their rows."""
-        marks = ", ".join("?" * len(run_ids))
-        stats = await self._stats_of_query_unlocked(
-            f"result_id IN (SELECT min(result_id) FROM results WHERE scenario_id = ?"
-            f" AND run_id IN ({marks}) GROUP BY replication) ORDER BY replication",
-            (sid, *run_ids),
-        )
-        return stats.get(sid, {})
-
-    async def _scenario_rows_unlocked(self) -> dict[int, tuple[str, dict[str, Any], str]]:
-        async with self._conn.execute("SELECT scenario_id, model, params FROM scenarios") as cur:
-            rows = await cur.fetchall()
-        out = {}
-        for sid, model, text in rows:
-            params = json.loads(text)
-            out[int(sid)] = (str(model), params, config_key(model, params))
-        return out
-
-    async def _runs_for_pool_unlocked(self) -> list[_PoolRun]:
-        """Every run with its per-scenario config keys; a snapshot is parsed once per run."""
-        async with self._conn.execute(
-            "SELECT run_id, seed, replications, done = total,"
-            " CASE WHEN run_id > ? THEN snapshot END FROM runs ORDER BY run_id",
-            (self._configs_seen,),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        out = []
-        for run_id, seed, replications, complete, snapshot in rows:
-            if snapshot is not None:
-                self._run_configs[run_id] = {
-                    int(sid): (config_key(e["model"], e["params"]), str(e.get("model_version")))
-                    for sid, e in json.loads(snapshot).items()
-                }
-                self._configs_seen = max(self._configs_seen, run_id)
-            configs = self._run_configs.get(run_id, {})
-            out.append(_PoolRun(run_id, seed, replications, bool(complete), configs))
-        return out
-
-    async def scenario_names(self) -> dict[int, str]:
-        rows = await self._all("SELECT scenario_id, scenario_name FROM scenarios")
-        return {int(r[0]): str(r[1]) for r in rows}
-
-    async def _add_stats(self, run_key: int, batch: ScenarioStats) -> None:
-        """Merge a batch's moments into the stored ones, inside SQLite.
-
-        The update is `Moments.merge` (Chan et al.) written in SQL, term for term, so a
-        batch costs one statement per (scenario, KPI) it touches, however many
-        scenarios the run has; the right-hand sides see the row's old values.
-        """
-        await self._conn.executemany(
-            "INSERT INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2, m3)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
-            " n = n + excluded.n,"
-            # The weight first: a product of a huge difference and a count would overflow.
-            " mean = mean + (excluded.mean - mean) * (excluded.n * 1.0 / (n + excluded.n)),"
-            " m2 = m2 + excluded.m2"
-            " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
-            " / (n + excluded.n),"
-            " m3 = m3 + excluded.m3"
-            " + (excluded.mean - mean) * (excluded.mean - mean) * (excluded.mean - mean)"
-            " * n * excluded.n * (n - excluded.n) / ((n + excluded.n) * (n + excluded.n))"
-            " + 3.0 * (excluded.mean - mean) * (n * excluded.m2 - excluded.n * m2)"
-            " / (n + excluded.n)",
-            [
-                (run_key, sid, kpi, m.n, m.mean, m.m2, m.m3)
-                for sid, per_kpi in batch.items()
-                for kpi, m in per_kpi.items()
-            ],
-        )
-
-    async def _write_stats(self, run_key: int, stats: ScenarioStats) -> None:
-        await self._conn.executemany(
-            "INSERT OR REPLACE INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2, m3)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (run_key, sid, kpi, m.n, m.mean, m.m2, m.m3)
-                for sid, per_kpi in stats.items()
-                for kpi, m in per_kpi.items()
-            ],
-        )
-
-
-class _Transaction:
-    """`async with db._transaction() as conn`: BEGIN IMMEDIATE ... COMMIT under the lock."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def __aenter__(self) -> aiosqlite.Connection:
-        await self._db._lock.acquire()
-        try:
-            await self._db._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            # A cancelled BEGIN still runs on aiosqlite's thread: undo it before letting go,
-            # or the next transaction fails with "cannot start a transaction within a
-            # transaction".
-            try:
-                await asyncio.shield(self._rollback_if_open())
-            finally:
-                self._db._lock.release()
-            raise
-        return self._db._conn
-
-    async def _rollback_if_open(self) -> None:
-        with contextlib.suppress(sqlite3.OperationalError):  # no transaction is active
-            await self._db._conn.execute("ROLLBACK")
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        try:
-            if exc_type is None:
-                await self._db._conn.execute("COMMIT")
-            else:
-                await self._db._conn.execute("ROLLBACK")
-        finally:
-            self._db._lock.release()
-
-
-# One encoder for every write: json.dumps with options builds a new one per call, and
-# a run encodes one metrics object per replication.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
-
 
 def _result_tuples(
     run_id: int | None, rows: Iterable[ResultRow], keys: Mapping[int, str] | None = None
@@ -1249,32 +610,6 @@ def _result_tuples(
         )
         for r in rows
     ]
-
-
-def _json_path(key: str) -> str:
-    """The SQLite JSON path of one metrics key (`export_safe_key` must hold)."""
-    return f'$."{key}"'
-
-
-def export_safe_key(key: str) -> bool:
-    """Whether SQLite's JSON path syntax can name this key (it has no escape for quotes)."""
-    return '"' not in key
-
-
-def _metric_sql(form: MetricForm, i: int) -> str:
-    value, kind = f"metrics -> :p{i}", f"json_type(metrics, :p{i})"
-    if form == "metrics":
-        return "metrics"
-    if form == "json":
-        return f"CASE {kind} WHEN 'null' THEN NULL ELSE {value} END"
-    if form == "text":
-        return f"metrics ->> :p{i}"
-    # "cell": the text Python's csv module writes for the value json.loads gives: numbers
-    # as written (the stored JSON holds Python's repr), True/False, '' for null or absent.
-    return (
-        f"ifnull(CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False'"
-        f" WHEN 'null' THEN '' WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END, '')"
-    )
 
 
 def _chunk_insert(run_id: int, now: str) -> str:
@@ -1313,59 +648,3 @@ def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:
     for sid, replication in first:
         by_scenario.setdefault(sid, []).append(replication)
     return by_scenario
-
-
-def _scenario(row: sqlite3.Row) -> Scenario:
-    return Scenario(
-        scenario_id=row["scenario_id"],
-        scenario_name=row["scenario_name"],
-        model=row["model"],
-        params=json.loads(row["params"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _run(row: sqlite3.Row) -> Run:
-    return Run(
-        run_id=row["run_id"],
-        status=row["status"],
-        scenario_ids=json.loads(row["scenario_ids"]),
-        replications=row["replications"],
-        seed=row["seed"],
-        pace_s=row["pace_s"],
-        options=json.loads(row["options"]),
-        snapshot=json.loads(row["snapshot"]),
-        done=row["done"],
-        total=row["total"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        error=row["error"],
-        stopped_because=row["stopped_because"],
-    )
-
-
-def _result(row: sqlite3.Row) -> ResultRow:
-    return ResultRow(
-        scenario_id=row["scenario_id"],
-        replication=row["replication"],
-        seed=row["seed"],
-        total_labor_costs=row["total_labor_costs"],
-        ontime_delivery_rate=row["ontime_delivery_rate"],
-        metrics=json.loads(row["metrics"]),
-    )
-
-
-def _unusable(path: str | Path, exc: sqlite3.Error) -> str:
-    """One line on why SQLite cannot use `path`, from the error it gave."""
-    text = str(exc)
-    if "not a database" in text or "malformed" in text:
-        return f"{path} is not a SQLite database, or it is damaged ({text})"
-    if "readonly" in text or "read-only" in text:
-        return f"{path} is read-only ({text}); simsvc must be able to write it and its folder"
-    if "locked" in text or "busy" in text:
-        return f"{path} is locked by another program ({text})"
-    if "unable to open" in text:
-        return f"cannot open {path} ({text}): check the path and its permissions"
-    return f"cannot use {path} as a database: {text}"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from simsvc import db as db_module
+from simsvc import db_stats
 from simsvc.db import Database, Moments, ResultRow
 
 
@@ -60,7 +61,7 @@ async def test_batches_merged_in_sqlite_equal_moments_merge_exactly() -> None:
 async def test_a_small_finished_run_has_the_exact_moments_read_in_batches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(db_module, "STATS_BATCH_ROWS", 7)  # several batches, one partial
+    monkeypatch.setattr(db_stats, "STATS_BATCH_ROWS", 7)  # several batches, one partial
     monkeypatch.setattr(db_module, "EXACT_FINISH_ROWS", 50)  # exactly the rows stored
     db = await Database.open(":memory:", [("a", "uniform", {}), ("b", "uniform", {})])
     try:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from simsvc import db, exports, sim
+from simsvc import db, db_exports, exports, sim
 from simsvc.resources import DB
 from simsvc.web import Config, create_app
 
@@ -127,7 +127,7 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     # Several batches even for a small run, so joining batches is exercised.
-    monkeypatch.setattr(db, "EXPORT_BATCH_ROWS", 7)
+    monkeypatch.setattr(db_exports, "EXPORT_BATCH_ROWS", 7)
 
 
 @pytest.mark.usefixtures("small_batches")
@@ -214,7 +214,7 @@ async def test_export_of_a_missing_run_is_404_and_a_bad_format_400(client: Clien
 async def test_an_export_holds_one_batch_in_memory_whatever_the_run_size(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db, "EXPORT_BATCH_ROWS", 1000)
+    monkeypatch.setattr(db_exports, "EXPORT_BATCH_ROWS", 1000)
     database = client.app[DB]
     rows = 40_000
     run = await database.create_run([1], rows, 1, 0.0, {}, {})

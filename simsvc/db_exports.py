@@ -1,0 +1,178 @@
+"""Exports: a run's metrics keys and its rows in batches, never all at once."""
+
+from __future__ import annotations
+
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import Any, cast
+
+from .db_connection import MetricForm, NotFound, Run, _dumps
+from .db_stats import StatsStore
+from .jsontext import MetricKinds
+from .moments import Moments as Moments
+
+EXPORT_BATCH_ROWS = 5_000  # rows read at a time by an export, under the connection's lock
+_LAST_KEY = 2**63 - 1  # past every scenario id and replication
+
+
+class ExportReads(StatsStore):
+    """A run's rows and metrics keys read for an export, batch by batch."""
+
+    get_run: Callable[[int], Awaitable[Run]]  # defined by `Database`
+
+    async def _add_metric_keys(self, run_id: int, keys: Mapping[str, Iterable[str]]) -> None:
+        """Record metrics keys and their JSON types among a run's, in the caller's transaction."""
+        if keys:
+            await self._conn.executemany(
+                "INSERT OR IGNORE INTO run_metric_keys (run_id, key, kind) VALUES (?, ?, ?)",
+                [(run_id, key, kind) for key, kinds in keys.items() for kind in kinds],
+            )
+
+    async def export_metric_keys(self, run_id: int, bound: int | None = None) -> MetricKinds:
+        """Every metrics key of a run's rows up to result id `bound` (default: all stored
+        now), with the JSON types its values take.
+
+        Recorded as the rows were stored, they are read from `run_metric_keys`; those of
+        a run of a version 2 database are scanned from its rows once, then recorded too.
+        A recorded run being written may list a key that only rows past `bound` hold: an
+        empty column.
+        """
+        known = await self._scalar_locked(
+            "SELECT metric_keys_known FROM runs WHERE run_id = ?", (run_id,)
+        )
+        if known is None:
+            raise NotFound(f"run {run_id} does not exist")
+        if not known:
+            bound = await self.export_bound(run_id) if bound is None else bound
+            scanned = await self._scan_metric_keys(run_id, bound)
+            await self._keep_scanned_keys(run_id, scanned)
+            return scanned
+        keys: MetricKinds = {}
+        for key, kind in await self._all(
+            "SELECT key, kind FROM run_metric_keys WHERE run_id = ?", (run_id,)
+        ):
+            keys.setdefault(str(key), set()).add(str(kind))
+        return keys
+
+    async def _keep_scanned_keys(self, run_id: int, keys: MetricKinds) -> None:
+        """Record what a scan found, so that the run's next export reads it instead.
+
+        Every chunk stored since the upgrade recorded its own keys, and the scan covered
+        every row stored before it: together they are all the run's keys.
+        """
+        async with self._transaction() as conn:
+            await self._add_metric_keys(run_id, keys)
+            await conn.execute("UPDATE runs SET metric_keys_known = 1 WHERE run_id = ?", (run_id,))
+
+    async def _scan_metric_keys(self, run_id: int, bound: int) -> MetricKinds:
+        """The metrics keys and JSON types of a run's rows up to `bound`, from the rows.
+
+        Read in batches, so the connection is never held for long.
+        """
+        keys: MetricKinds = {}
+        after = (0, 0)
+        while True:
+            # The batch's last key, from the index alone; then the batch's keys by range.
+            last = await self._all(
+                "SELECT scenario_id, replication FROM results WHERE run_id = ?1"
+                " AND (scenario_id, replication) > (?2, ?3) AND result_id <= ?4"
+                " ORDER BY scenario_id, replication LIMIT 1 OFFSET ?5",
+                (run_id, *after, bound, EXPORT_BATCH_ROWS - 1),
+            )
+            upto = (int(last[0][0]), int(last[0][1])) if last else (_LAST_KEY, _LAST_KEY)
+            rows = await self._all(
+                # An integer past 64 bits is its own type: no integer column can hold it.
+                "SELECT j.key, CASE WHEN j.type = 'integer' AND typeof(j.atom) != 'integer'"
+                " THEN 'bigint' ELSE j.type END AS kind FROM results, json_each(results.metrics) j"
+                " WHERE run_id = ?1 AND (scenario_id, replication) > (?2, ?3)"
+                " AND (scenario_id, replication) <= (?4, ?5) AND result_id <= ?6"
+                " AND metrics != '{}' GROUP BY j.key, kind",  # no keys: not parsed
+                (run_id, *after, *upto, bound),
+            )
+            for key, kind in rows:
+                keys.setdefault(str(key), set()).add(str(kind))
+            if not last:
+                return keys
+            after = upto
+
+    async def export_bound(self, run_id: int) -> int:
+        """The largest result id stored now: an export covers the rows up to it."""
+        await self.get_run(run_id)
+        return int(await self._scalar_locked("SELECT coalesce(max(result_id), 0) FROM results"))
+
+    async def export_batches(
+        self,
+        run_id: int,
+        bound: int,
+        names: Mapping[int, str],
+        metrics: Sequence[tuple[str, MetricForm]],
+        *,
+        named: bool = True,
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """A run's rows up to result id `bound`, by scenario and replication, in batches.
+
+        Each row is (scenario_id, its text in `names` (or `names[0]` if it has none),
+        replication, seed, total_labor_costs, ontime_delivery_rate) and then one column
+        per `metrics` entry: a key and the form
+        its value takes (see `MetricForm`). The form `"metrics"` (any key) is the whole
+        stored metrics JSON. Without `named`, the scenario's name is left out of each row.
+        Each batch is one short query, so writers wait at most one batch, and memory
+        holds one batch whatever the run's size.
+        """
+        columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
+        paths = {f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)}
+        name = " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
+        sql = (
+            "SELECT scenario_id,"
+            + (name if named else "")
+            + " replication, seed, total_labor_costs, ontime_delivery_rate"
+            + (f", {columns}" if columns else "")
+            + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
+            " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
+        )
+        args: dict[str, Any] = {"run_id": run_id, "bound": bound, "limit": EXPORT_BATCH_ROWS}
+        args["names"] = _dumps({str(k): v for k, v in names.items() if k})
+        args["no_name"] = names.get(0, "")
+        args.update(paths)
+        after = (0, 0)
+        while True:
+            args["sid"], args["rep"] = after
+            async with self._lock, self._conn.execute(sql, args) as cursor:
+                cursor.row_factory = None  # plain tuples: no Row object per replication
+                batch = cast(list[tuple[Any, ...]], await cursor.fetchall())
+            if not batch:
+                return
+            yield batch
+            after = (int(batch[-1][0]), int(batch[-1][2 if named else 1]))
+
+
+def _json_path(key: str) -> str:
+    """The SQLite JSON path of one metrics key (`export_safe_key` must hold)."""
+    return f'$."{key}"'
+
+
+def export_safe_key(key: str) -> bool:
+    """Whether SQLite's JSON path syntax can name this key (it has no escape for quotes)."""
+    return '"' not in key
+
+
+def _metric_sql(form: MetricForm, i: int) -> str:
+    value, kind = f"metrics -> :p{i}", f"json_type(metrics, :p{i})"
+    if form == "metrics":
+        return "metrics"
+    if form == "json":
+        return f"CASE {kind} WHEN 'null' THEN NULL ELSE {value} END"
+    if form == "text":
+        return f"metrics ->> :p{i}"
+    # "cell": the text Python's csv module writes for the value json.loads gives: numbers
+    # as written (the stored JSON holds Python's repr), True/False, '' for null or absent.
+    return (
+        f"ifnull(CASE {kind} WHEN 'true' THEN 'True' WHEN 'false' THEN 'False'"
+        f" WHEN 'null' THEN '' WHEN 'text' THEN metrics ->> :p{i} ELSE {value} END, '')"
+    )
