@@ -1,21 +1,17 @@
-"""Storage: the one aiosqlite connection, the schema, and the SQL of scenarios, runs, results.
+"""Storage: `Database`, the one aiosqlite connection, and the SQL of scenarios, runs, results.
 
-The experiment tables' statements live in `experiment_store`, on this connection.
-
-Results are committed in batches as replications finish. Alongside the rows, the
-running count, mean and sum of squared deviations (Welford/Chan) of every KPI are
-kept per (run, scenario), so aggregates cost O(scenarios), not O(rows).
+`Database` is the entry point every caller uses; it is built from parts named for what
+they hold: `db_connection` (the connection's plumbing, errors and row types),
+`db_schema` (the schema texts and the file identity check), `db_stats` (stored KPI
+moments) and `db_exports` (a run's rows read in batches). Opening a file and its
+migrations, scenarios, runs and the storing of results are here. The experiment
+tables' statements live in `experiment_store`, on the same connection.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from collections.abc import (
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,8 +34,11 @@ from .db_connection import (
     Scenario,
     ScenarioStats,
     UnusableDatabase,
+    _chunk_insert,
     _dumps,
+    _replications_once,
     _result,
+    _result_tuples,
     _run,
     _scenario,
     config_key,
@@ -589,62 +588,3 @@ class Database(ExportReads):
             (run_id, scenario_id, replication),
         )
         return _result(rows[0]) if rows else None
-
-
-def _result_tuples(
-    run_id: int | None, rows: Iterable[ResultRow], keys: Mapping[int, str] | None = None
-) -> list[tuple[Any, ...]]:
-    """Rows as INSERT parameters; with `keys`, each ends with its scenario's config key."""
-    now = utcnow()
-    return [
-        (
-            run_id,
-            r["scenario_id"],
-            r["replication"],
-            r["seed"],
-            r["total_labor_costs"],
-            r["ontime_delivery_rate"],
-            _dumps(r["metrics"]),
-            now,
-            *(() if keys is None else (keys[r["scenario_id"]],)),
-        )
-        for r in rows
-    ]
-
-
-def _chunk_insert(run_id: int, now: str) -> str:
-    """The insert of a chunk's rows, bound to it exactly as the worker sent them.
-
-    The run and the time are the same for every row: written into the statement, they
-    cost nothing per row, where binding them made two tuples a row. Both are the
-    service's own values, an integer and `utcnow()`'s digits, never a user's text.
-    """
-    if not _TIMESTAMP.fullmatch(now):
-        raise ValueError(f"not a timestamp made by utcnow: {now!r}")
-    return (
-        "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
-        f" ontime_delivery_rate, metrics, created_at) VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?,"
-        f" '{now}')"
-    )
-
-
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
-
-
-def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:
-    """Each scenario's replications in a request; InvalidRows if one is named twice."""
-    first: dict[tuple[int, int], int] = {}
-    errors = []
-    for i, r in enumerate(rows):
-        seen = first.setdefault((r["scenario_id"], r["replication"]), i)
-        if seen != i:
-            message = (
-                f"replication {r['replication']} of scenario {r['scenario_id']} is also [{seen}]"
-            )
-            errors.append({"field": f"[{i}].replication", "message": message})
-    if errors:
-        raise InvalidRows(errors)
-    by_scenario: dict[int, list[int]] = {}
-    for sid, replication in first:
-        by_scenario.setdefault(sid, []).append(replication)
-    return by_scenario

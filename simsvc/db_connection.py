@@ -10,11 +10,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import sqlite3
-from collections.abc import (
-    Mapping,
-    Sequence,
-)
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
@@ -257,3 +255,62 @@ def _result(row: sqlite3.Row) -> ResultRow:
         ontime_delivery_rate=row["ontime_delivery_rate"],
         metrics=json.loads(row["metrics"]),
     )
+
+
+def _result_tuples(
+    run_id: int | None, rows: Iterable[ResultRow], keys: Mapping[int, str] | None = None
+) -> list[tuple[Any, ...]]:
+    """Rows as INSERT parameters; with `keys`, each ends with its scenario's config key."""
+    now = utcnow()
+    return [
+        (
+            run_id,
+            r["scenario_id"],
+            r["replication"],
+            r["seed"],
+            r["total_labor_costs"],
+            r["ontime_delivery_rate"],
+            _dumps(r["metrics"]),
+            now,
+            *(() if keys is None else (keys[r["scenario_id"]],)),
+        )
+        for r in rows
+    ]
+
+
+def _chunk_insert(run_id: int, now: str) -> str:
+    """The insert of a chunk's rows, bound to it exactly as the worker sent them.
+
+    The run and the time are the same for every row: written into the statement, they
+    cost nothing per row, where binding them made two tuples a row. Both are the
+    service's own values, an integer and `utcnow()`'s digits, never a user's text.
+    """
+    if not _TIMESTAMP.fullmatch(now):
+        raise ValueError(f"not a timestamp made by utcnow: {now!r}")
+    return (
+        "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
+        f" ontime_delivery_rate, metrics, created_at) VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?,"
+        f" '{now}')"
+    )
+
+
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+
+
+def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:
+    """Each scenario's replications in a request; InvalidRows if one is named twice."""
+    first: dict[tuple[int, int], int] = {}
+    errors = []
+    for i, r in enumerate(rows):
+        seen = first.setdefault((r["scenario_id"], r["replication"]), i)
+        if seen != i:
+            message = (
+                f"replication {r['replication']} of scenario {r['scenario_id']} is also [{seen}]"
+            )
+            errors.append({"field": f"[{i}].replication", "message": message})
+    if errors:
+        raise InvalidRows(errors)
+    by_scenario: dict[int, list[int]] = {}
+    for sid, replication in first:
+        by_scenario.setdefault(sid, []).append(replication)
+    return by_scenario

@@ -1,7 +1,8 @@
 """Stored KPI moments: how they are written, recomputed from rows, read and pooled.
 
-Alongside the rows, the running count, mean and sums of powered deviations of every KPI
-are kept per (run, scenario) in `kpi_stats`, so aggregates cost O(scenarios), not O(rows).
+Results are committed in batches as replications finish. Alongside the rows, the
+running count, mean and sum of squared deviations (Welford/Chan) of every KPI are
+kept per (run, scenario), so aggregates cost O(scenarios), not O(rows).
 """
 
 from __future__ import annotations
@@ -11,12 +12,7 @@ import json
 import math
 import sqlite3
 from array import array
-from collections.abc import (
-    Iterable,
-    Mapping,
-    MutableSequence,
-    Sequence,
-)
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Any
 
