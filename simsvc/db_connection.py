@@ -170,6 +170,18 @@ class Connection:
         async with self._lock:
             return await self._scalar(sql, args)
 
+    # The surface of the other stores that share this connection (`experiment_store`):
+    # a transaction, locked reads, and inside a transaction, the connection itself.
+    transaction = _transaction
+    fetch_all = _all
+    fetch_one = _one
+    scalar_in_transaction = _scalar
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The aiosqlite connection, for statements inside `transaction()`."""
+        return self._conn
+
 
 class _Transaction:
     """`async with db._transaction() as conn`: BEGIN IMMEDIATE ... COMMIT under the lock."""

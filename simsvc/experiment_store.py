@@ -71,7 +71,7 @@ class ExperimentStore:
         points: Sequence[Mapping[str, Any]],
     ) -> Experiment:
         """Store an experiment and its points (ids 1..n, in order), queued."""
-        async with self._db._transaction() as conn:
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "INSERT INTO experiments (kind, status, model, model_version, seed, request,"
                 " point_count, created_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
@@ -86,7 +86,7 @@ class ExperimentStore:
         return await self.get_experiment(experiment_id)
 
     async def get_experiment(self, experiment_id: int) -> Experiment:
-        row = await self._db._one(
+        row = await self._db.fetch_one(
             "SELECT * FROM experiments WHERE experiment_id = ?",
             (experiment_id,),
             f"experiment {experiment_id} does not exist",
@@ -94,21 +94,21 @@ class ExperimentStore:
         return _experiment(row)
 
     async def list_experiments(self, limit: int = 1000) -> list[Experiment]:
-        rows = await self._db._all(
+        rows = await self._db.fetch_all(
             "SELECT * FROM experiments ORDER BY experiment_id DESC LIMIT ?", (limit,)
         )
         return [_experiment(r) for r in rows]
 
     async def experiment_points(self, experiment_id: int) -> list[dict[str, Any]]:
         """Every point's params, in point_id order (point i at index i - 1)."""
-        rows = await self._db._all(
+        rows = await self._db.fetch_all(
             "SELECT params FROM experiment_points WHERE experiment_id = ? ORDER BY point_id",
             (experiment_id,),
         )
         return [json.loads(r[0]) for r in rows]
 
     async def experiment_point(self, experiment_id: int, point_id: int) -> dict[str, Any]:
-        row = await self._db._one(
+        row = await self._db.fetch_one(
             "SELECT params FROM experiment_points WHERE experiment_id = ? AND point_id = ?",
             (experiment_id, point_id),
             f"experiment {experiment_id} has no point {point_id}",
@@ -127,7 +127,7 @@ class ExperimentStore:
         """Move an experiment to `status`, stamping when it started or finished."""
         now = utcnow()
         finished = now if status not in ACTIVE else None
-        async with self._db._transaction() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE experiments SET status = ?, error = ?, stopped_because = ?,"
                 " outcome = coalesce(?, outcome), finished_at = ?,"
@@ -150,7 +150,7 @@ class ExperimentStore:
 
     async def set_experiment_outcome(self, experiment_id: int, outcome: Mapping[str, Any]) -> None:
         """The procedure's state so far (feasibility, eliminations), for readers mid-run."""
-        async with self._db._transaction() as conn:
+        async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE experiments SET outcome = ? WHERE experiment_id = ?",
                 (_dumps(outcome), experiment_id),
@@ -159,7 +159,7 @@ class ExperimentStore:
     async def reopen_experiment(self, experiment_id: int, resumable: Sequence[str]) -> Experiment:
         """Queue a stopped experiment again; Conflict unless its status is `resumable`."""
         marks = ", ".join("?" for _ in resumable)
-        async with self._db._transaction() as conn:
+        async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE experiments SET status = 'queued', finished_at = NULL, error = NULL,"
                 f" stopped_because = NULL WHERE experiment_id = ? AND status IN ({marks})",
@@ -176,7 +176,7 @@ class ExperimentStore:
 
     async def interrupt_active_experiments(self) -> list[int]:
         """Mark experiments left queued or running (by a crash or a shutdown) as interrupted."""
-        async with self._db._transaction() as conn:
+        async with self._db.transaction() as conn:
             async with conn.execute(
                 "SELECT experiment_id FROM experiments WHERE status IN ('queued', 'running')"
             ) as cursor:
@@ -193,7 +193,7 @@ class ExperimentStore:
         self, experiment_id: int, rows: Sequence[ExperimentRow]
     ) -> int:
         """Commit one batch of an experiment's replications; returns its replications used."""
-        async with self._db._transaction() as conn:
+        async with self._db.transaction() as conn:
             await conn.executemany(
                 "INSERT INTO experiment_results (experiment_id, point_id, replication,"
                 " total_labor_costs, ontime_delivery_rate, metrics) VALUES (?, ?, ?, ?, ?, ?)",
@@ -215,7 +215,7 @@ class ExperimentStore:
                 " WHERE experiment_id = ?",
                 (len(rows), experiment_id),
             )
-            used = await self._db._scalar(
+            used = await self._db.scalar_in_transaction(
                 "SELECT replications_used FROM experiments WHERE experiment_id = ?",
                 (experiment_id,),
             )
@@ -225,7 +225,7 @@ class ExperimentStore:
         self, experiment_id: int, point_ids: Sequence[int], first: int, last: int
     ) -> set[tuple[int, int]]:
         """The (point_id, replication) pairs of replications first..last already stored."""
-        rows = await self._db._all(
+        rows = await self._db.fetch_all(
             "SELECT point_id, replication FROM experiment_results WHERE experiment_id = ?"
             " AND replication BETWEEN ? AND ? AND point_id IN (SELECT value FROM json_each(?))",
             (experiment_id, first, last, _dumps(list(point_ids))),
@@ -238,7 +238,7 @@ class ExperimentStore:
         """Every stored replication, by replication then point, a batch of rows at a time."""
         offset = (0, 0)
         while True:
-            rows = await self._db._all(
+            rows = await self._db.fetch_all(
                 "SELECT point_id, replication, total_labor_costs, ontime_delivery_rate, metrics"
                 " FROM experiment_results WHERE experiment_id = ?"
                 " AND (replication, point_id) > (?, ?) ORDER BY replication, point_id LIMIT ?",
@@ -253,7 +253,7 @@ class ExperimentStore:
         self, experiment_id: int, point_ids: Sequence[int], first: int, last: int
     ) -> list[ExperimentRow]:
         """The stored replications first..last of these points."""
-        rows = await self._db._all(
+        rows = await self._db.fetch_all(
             "SELECT point_id, replication, total_labor_costs, ontime_delivery_rate, metrics"
             " FROM experiment_results WHERE experiment_id = ? AND replication BETWEEN ? AND ?"
             " AND point_id IN (SELECT value FROM json_each(?))",
@@ -265,9 +265,9 @@ class ExperimentStore:
         self, experiment_id: int, points: Sequence[Mapping[str, Any]]
     ) -> list[int]:
         """Append points found during an experiment (a search); their new ids."""
-        async with self._db._transaction() as conn:
+        async with self._db.transaction() as conn:
             first = int(
-                await self._db._scalar(
+                await self._db.scalar_in_transaction(
                     "SELECT coalesce(max(point_id), 0) + 1 FROM experiment_points"
                     " WHERE experiment_id = ?",
                     (experiment_id,),
@@ -286,7 +286,7 @@ class ExperimentStore:
 
     async def experiment_stats(self, experiment_id: int) -> ScenarioStats:
         """Per-point moments of every KPI (point_id -> kpi -> moments)."""
-        rows = await self._db._all(
+        rows = await self._db.fetch_all(
             "SELECT point_id, kpi, n, mean, m2 FROM experiment_stats WHERE experiment_id = ?",
             (experiment_id,),
         )
@@ -297,7 +297,7 @@ class ExperimentStore:
 
     async def _add_point_stats(self, experiment_id: int, batch: ScenarioStats) -> None:
         """`Database._add_stats`' merge, on the per-point table."""
-        await self._db._conn.executemany(
+        await self._db.connection.executemany(
             "INSERT INTO experiment_stats (experiment_id, point_id, kpi, n, mean, m2)"
             " VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (experiment_id, point_id, kpi) DO UPDATE SET"
@@ -316,7 +316,7 @@ class ExperimentStore:
     async def _rewrite_experiment_stats(self, experiment_id: int) -> None:
         """Exact two-pass moments from the rows in replication order, whatever the batches."""
         samples: Samples = {}
-        async with self._db._conn.execute(
+        async with self._db.connection.execute(
             "SELECT point_id AS scenario_id, replication, NULL AS seed, total_labor_costs,"
             " ontime_delivery_rate, metrics FROM experiment_results WHERE experiment_id = ?"
             " ORDER BY replication, point_id",
@@ -325,10 +325,10 @@ class ExperimentStore:
             while batch := await cursor.fetchmany(STATS_BATCH_ROWS):
                 await asyncio.to_thread(_collect_samples, samples, batch)
         stats = await asyncio.to_thread(_moments_of_samples, samples)
-        await self._db._conn.execute(
+        await self._db.connection.execute(
             "DELETE FROM experiment_stats WHERE experiment_id = ?", (experiment_id,)
         )
-        await self._db._conn.executemany(
+        await self._db.connection.executemany(
             "INSERT INTO experiment_stats (experiment_id, point_id, kpi, n, mean, m2)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             [
