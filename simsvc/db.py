@@ -387,18 +387,7 @@ class Database(ExportReads):
 
     async def interrupt_active_runs(self) -> list[int]:
         """Mark runs left queued or running (by a crash or a shutdown) as interrupted."""
-        async with self._transaction() as conn:
-            async with conn.execute(
-                "SELECT run_id FROM runs WHERE status IN ('queued', 'running')"
-            ) as cursor:
-                ids = [int(r[0]) for r in await cursor.fetchall()]
-            await conn.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?,"
-                " error = coalesce(error, 'the service stopped before the run finished')"
-                " WHERE status IN ('queued', 'running')",
-                (utcnow(),),
-            )
-        return ids
+        return await self.interrupt_active("runs", "run_id", "run")
 
     # -- results ----------------------------------------------------------------------
 

@@ -170,6 +170,22 @@ class Connection:
         async with self._lock:
             return await self._scalar(sql, args)
 
+    async def interrupt_active(self, table: str, key: str, noun: str) -> list[int]:
+        """Mark `table`'s rows left queued or running (by a crash or a shutdown) as
+        interrupted; their ids (`key`). `table` and `key` are simsvc's own names."""
+        async with self._transaction() as conn:
+            async with conn.execute(
+                f"SELECT {key} FROM {table} WHERE status IN ('queued', 'running')"
+            ) as cursor:
+                ids = [int(r[0]) for r in await cursor.fetchall()]
+            await conn.execute(
+                f"UPDATE {table} SET status = 'interrupted', finished_at = ?,"
+                f" error = coalesce(error, 'the service stopped before the {noun} finished')"
+                " WHERE status IN ('queued', 'running')",
+                (utcnow(),),
+            )
+        return ids
+
     # The surface of the other stores that share this connection (`experiment_store`):
     # a transaction, locked reads, and inside a transaction, the connection itself.
     transaction = _transaction

@@ -176,18 +176,7 @@ class ExperimentStore:
 
     async def interrupt_active_experiments(self) -> list[int]:
         """Mark experiments left queued or running (by a crash or a shutdown) as interrupted."""
-        async with self._db.transaction() as conn:
-            async with conn.execute(
-                "SELECT experiment_id FROM experiments WHERE status IN ('queued', 'running')"
-            ) as cursor:
-                ids = [int(r[0]) for r in await cursor.fetchall()]
-            await conn.execute(
-                "UPDATE experiments SET status = 'interrupted', finished_at = ?,"
-                " error = coalesce(error, 'the service stopped before the experiment finished')"
-                " WHERE status IN ('queued', 'running')",
-                (utcnow(),),
-            )
-        return ids
+        return await self._db.interrupt_active("experiments", "experiment_id", "experiment")
 
     async def store_experiment_results(
         self, experiment_id: int, rows: Sequence[ExperimentRow]
