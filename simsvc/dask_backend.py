@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -297,7 +297,7 @@ class DaskBackend:
 
     async def _until_change(self, limit_s: float | None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), limit_s)
+            await _within(self._changed.wait(), limit_s)
 
     # -- following the cluster --------------------------------------------------------
 
@@ -311,13 +311,11 @@ class DaskBackend:
                 log.debug("reading the Dask cluster's size failed: %r", exc)
             self._report_outage()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._timeouts.poll_s)
+                await _within(self._wake.wait(), self._timeouts.poll_s)
             self._wake.clear()
 
     async def _refresh(self) -> None:
-        threads: dict[str, int] = await asyncio.wait_for(
-            self._client.nthreads(), self._timeouts.connect_s
-        )
+        threads: dict[str, int] = await _within(self._client.nthreads(), self._timeouts.connect_s)
         count, total = len(threads), sum(threads.values())
         if (count, total) != (self.worker_count, self.threads):
             log.info(
@@ -365,7 +363,7 @@ class DaskBackend:
         lost = client.status not in ("running", "closed")
         closing = client._close(fast=True) if lost else client.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(closing, self._timeouts.connect_s)
+            await _within(closing, self._timeouts.connect_s)
 
     def _set_state(self, state: ExecutorState) -> None:
         if state == self._state:
@@ -412,6 +410,17 @@ class DaskBackend:
     def _announce(self) -> None:
         for listener in self._listeners:
             listener()
+
+
+async def _within(awaitable: Awaitable[T], limit_s: float | None) -> T:
+    """`awaitable`'s result, or TimeoutError after `limit_s` seconds (None: no limit).
+
+    Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives as the
+    awaited call finishes (CPython gh-86296), and a watcher cancelled then would poll on
+    for ever, hanging `close()`.
+    """
+    async with asyncio.timeout(limit_s):
+        return await awaitable
 
 
 async def _outcome(future: Future[Any]) -> Any:
