@@ -13,9 +13,10 @@ import gc
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, ClassVar, cast
 
+import dask
 import numpy as np
 import pytest
 from distributed import Scheduler, Worker
@@ -26,7 +27,7 @@ from simsvc.dask_backend import DaskBackend
 from simsvc.resources import BACKEND
 from simsvc.web import Config, create_app
 
-from .conftest import Client, free_port, start_run, wait_for_run
+from .conftest import Client, start_run, wait_for_run
 
 # Short enough for a test, long enough that a busy machine does not trip them.
 FAST = backends.ClusterTimeouts(
@@ -54,8 +55,21 @@ class SlowModel(sim.Model):
         return {"total_labor_costs": float(rng.uniform(0, 1)), "ontime_delivery_rate": 1.0}
 
 
+@pytest.fixture(autouse=True)
+def prompt_fetches() -> Iterator[None]:
+    """Dask's connect timeout, short enough that a fetch from a worker that left ends soon.
+
+    A worker that leaves as the scheduler fetches a chunk it has finished leaves that fetch
+    retrying to connect until the timeout (30 s by default); only then does the client
+    fetch the chunk the scheduler has meanwhile computed again on another worker.
+    """
+    with dask.config.set({"distributed.comm.timeouts.connect": "10s"}):
+        yield
+
+
 @contextlib.asynccontextmanager
-async def scheduler(port: int) -> AsyncIterator[Scheduler]:
+async def scheduler(port: int = 0) -> AsyncIterator[Scheduler]:
+    """A scheduler on `port`, or on a free port the system picks (no race for it)."""
     async with Scheduler(
         host="127.0.0.1", port=port, dashboard_address="127.0.0.1:0", dashboard=False
     ) as running:
@@ -102,8 +116,8 @@ async def test_service_reconnects_after_the_scheduler_restarts(
     aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "simsvc")
-    port = free_port()
-    async with scheduler(port) as first, worker(first.address):
+    async with scheduler() as first, worker(first.address):
+        port = first.port  # the restarted scheduler comes back on the same port
         client, backend = await service(aiohttp_client, port)
         await until(backend, lambda: backend.threads == 1)
         before = await wait_for_run(client, (await start_run(client, replications=6))["run_id"])
@@ -149,10 +163,11 @@ async def _events_until(
 async def test_a_run_without_workers_says_so_then_fails_after_the_limit(
     aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = free_port()
-    async with scheduler(port):
+    async with scheduler() as running:
         client, backend = await service(
-            aiohttp_client, port, backends.ClusterTimeouts(**{**FAST.__dict__, "give_up_s": 2.0})
+            aiohttp_client,
+            running.port,
+            backends.ClusterTimeouts(**{**FAST.__dict__, "give_up_s": 2.0}),
         )
         async with client.ws_connect("/ws/events") as ws, asyncio.timeout(30):
             run_id = (await start_run(client, replications=6))["run_id"]
@@ -177,8 +192,7 @@ async def test_a_run_without_workers_says_so_then_fails_after_the_limit(
 async def test_cancelling_a_run_queued_without_workers_leaves_no_stray_errors(
     aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = free_port()
-    async with scheduler(port) as running:
+    async with scheduler() as running:
         # The only worker leaves as it is asked for a finished chunk: the service's client
         # is then inside its gather, waiting for a worker to compute the chunk again.
         leaving = await worker(running.address)
@@ -188,7 +202,7 @@ async def test_cancelling_a_run_queued_without_workers_leaves_no_stray_errors(
             await asyncio.Event().wait()
 
         leaving.handlers["get_data"] = leave
-        client, backend = await service(aiohttp_client, port)
+        client, backend = await service(aiohttp_client, running.port)
         run_id = (await start_run(client, replications=60))["run_id"]
         await until(backend, lambda: backend.status()["state"] == "no workers")
         await until(backend, lambda: backend.waiting_since() is not None)
@@ -204,9 +218,8 @@ async def test_cancelling_a_run_queued_without_workers_leaves_no_stray_errors(
 async def test_in_flight_chunks_follow_workers_joining_and_leaving(
     aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = free_port()
-    async with scheduler(port) as running, worker(running.address):
-        client, backend = await service(aiohttp_client, port)
+    async with scheduler() as running, worker(running.address):
+        client, backend = await service(aiohttp_client, running.port)
         await until(backend, lambda: backend.threads == 1)
         submits: list[tuple[int, int]] = []  # (chunks already out, threads) at each submit
         submit = backend.submit
