@@ -124,11 +124,12 @@ class Database(ExportReads):
         except sqlite3.Error as exc:
             raise UnusableDatabase(_unusable(path, exc)) from None
         conn.row_factory = sqlite3.Row
-        db = cls(conn)
+        in_memory = str(path) in (":memory:", "")
+        db = cls(conn, None if in_memory else str(path))
         try:
             await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await check_identity(conn, path)
-            await db._configure(str(path) == ":memory:")
+            await db._configure(in_memory)
             await db._migrate(initial)
         except sqlite3.Error as exc:
             await conn.close()

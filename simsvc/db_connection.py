@@ -133,8 +133,9 @@ def kpi_values(row: ResultRow) -> dict[str, float]:
 class Connection:
     """The one aiosqlite connection and its lock; `Database` builds on it."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, file: str | None = None) -> None:
         self._conn = conn
+        self.file = file  # the database file; None for one in memory, seen by `conn` alone
         self._lock = asyncio.Lock()
         self.generation = 0  # bumped on every write that changes results
         # run_id -> scenario_id -> (config key, model version); snapshots never change
