@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from .db_connection import MetricForm, NotFound, Run, _dumps
+from .db_connection import MetricForm, NotFound, _dumps
 from .db_stats import StatsStore
 from .jsontext import MetricKinds
 from .moments import Moments as Moments
@@ -23,8 +23,6 @@ T = TypeVar("T")
 
 class ExportReads(StatsStore):
     """A run's rows and metrics keys read for an export, batch by batch."""
-
-    get_run: Callable[[int], Awaitable[Run]]  # defined by `Database`
 
     async def _add_metric_keys(self, run_id: int, keys: Mapping[str, Iterable[str]]) -> None:
         """Record metrics keys and their JSON types among a run's, in the caller's transaction."""
@@ -103,8 +101,14 @@ class ExportReads(StatsStore):
 
     async def export_bound(self, run_id: int) -> int:
         """The largest result id stored now: an export covers the rows up to it."""
-        await self.get_run(run_id)
-        return int(await self._scalar_locked("SELECT coalesce(max(result_id), 0) FROM results"))
+        (exists, bound), *_ = await self._all(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = ?),"
+            " coalesce((SELECT max(result_id) FROM results), 0)",
+            (run_id,),
+        )
+        if not exists:
+            raise NotFound(f"run {run_id} does not exist")
+        return int(bound)
 
     async def export_pieces(
         self,

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from . import db, jsontext
+from . import db, db_exports, jsontext
 
 CSV_FIXED = (
     "scenario_id",
@@ -55,7 +55,7 @@ PLAIN = frozenset({"integer", "bigint", "real", "true", "false", "null"})
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 
-Batch = list[tuple[Any, ...]]
+Batch = db_exports.Batch
 T = TypeVar("T")
 
 
