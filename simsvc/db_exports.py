@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -19,6 +20,7 @@ _LAST_KEY = 2**63 - 1  # past every scenario id and replication
 
 Batch = list[tuple[Any, ...]]
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class ExportReads(StatsStore):
@@ -141,12 +143,9 @@ class ExportReads(StatsStore):
             async for batch in self._shared_batches(query):
                 yield await asyncio.to_thread(encode, batch)
             return
-        reader = await asyncio.to_thread(_open_reader, self.file)
+        reader = _Reader(self.file)
         try:
-            while True:
-                piece = await asyncio.to_thread(query.next_encoded, reader, encode)
-                if piece is None:
-                    return
+            while (piece := await reader.call(query.next_encoded, encode)) is not None:
                 yield piece
         finally:
             reader.close()
@@ -213,12 +212,43 @@ def _export_query(
     return _ExportQuery(sql, args, named)
 
 
-def _open_reader(file: str) -> sqlite3.Connection:
-    """A read-only connection to the database file, usable from any one thread at a time."""
+class _Reader:
+    """One export's read-only connection to the database file, in a thread of its own.
+
+    Opened, used and closed on that one thread, in the order asked: a close asked while
+    a batch is being read (the client went away) comes after it, never during it.
+    """
+
+    def __init__(self, file: str) -> None:
+        self._file = file
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="simsvc-export")
+
+    async def call(self, fn: Callable[[sqlite3.Connection, U], T], arg: U) -> T:
+        """`fn(connection, arg)` on the reader's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._call, fn, arg)
+
+    def _call(self, fn: Callable[[sqlite3.Connection, U], T], arg: U) -> T:
+        if self._conn is None:
+            self._conn = _open_read_only(self._file)
+        return fn(self._conn, arg)
+
+    def close(self) -> None:
+        """Close the connection once any batch in flight is read; never waits for it."""
+        self._thread.submit(self._close)
+        self._thread.shutdown(wait=False)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _open_read_only(file: str) -> sqlite3.Connection:
     uri = Path(file).resolve().as_uri() + "?mode=ro"
-    reader = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-    reader.execute(f"PRAGMA busy_timeout={READER_BUSY_TIMEOUT_MS}")
-    return reader
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={READER_BUSY_TIMEOUT_MS}")
+    return conn
 
 
 def _json_path(key: str) -> str:

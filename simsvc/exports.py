@@ -28,7 +28,7 @@ import gc
 import importlib.util
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,14 +69,14 @@ class Export:
 
     content_type: str
     filename: str
-    body: AsyncIterator[bytes]
+    body: AsyncGenerator[bytes, None]  # closed by its sender, whether sent whole or not
 
 
 def _plan(keys: dict[str, set[str]], form: db.MetricForm) -> list[tuple[str, db.MetricForm]]:
     return [(key, form) for key in sorted(keys)]
 
 
-async def ahead(pieces: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+async def ahead(pieces: AsyncIterator[T], depth: int = 2) -> AsyncGenerator[T, None]:
     """The pieces, with up to `depth` more made while the caller works on one.
 
     Without it, nothing would be read while a piece waits for the client to take it in.

@@ -4,7 +4,9 @@ replay them; compare and select their scenarios; the aggregate list and its broa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 
 from aiohttp import web
 
@@ -35,6 +37,8 @@ from .runs import run_view
 from .schema import FieldError, InvalidInput
 
 RESULT_FORMATS = ("json", "csv", "parquet")
+
+log = logging.getLogger(__name__)
 
 
 # -- runs and their rows --------------------------------------------------------------
@@ -118,9 +122,14 @@ async def stream_export(request: web.Request, export: exports.Export) -> web.Str
         resp.charset = "utf-8"
     await resp.prepare(request)
     try:
-        async for piece in export.body:
-            await resp.write(piece)
-    except (ConnectionResetError, asyncio.CancelledError):
+        # Closed here, however it ends: a client that goes away frees the export's reads.
+        async with contextlib.aclosing(export.body) as body:
+            async for piece in body:
+                await resp.write(piece)
+    except ConnectionResetError:
+        log.debug("the client of %s left before the end", request.path)
+        return resp  # nothing went wrong here, and nothing more can be sent
+    except asyncio.CancelledError:
         raise
     except Exception as exc:
         # The status line is gone: all that is left is not to end the body cleanly.

@@ -8,7 +8,9 @@ import csv
 import gc
 import io
 import json
+import logging
 import sqlite3
+import threading
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
@@ -396,11 +398,56 @@ async def test_an_export_of_a_database_file_never_waits_for_the_services_connect
         assert _replications(fmt, body) == list(range(1, 61))
 
 
+@pytest.mark.usefixtures("small_batches")
+async def test_a_client_gone_mid_export_closes_its_reader_after_the_batch_in_flight(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = Config(db_path=str(tmp_path / "gone.db"), executor="thread")
+    client = await aiohttp_client(create_app(config))
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 60)
+    encode, reading, release = exports._csv_plain, threading.Event(), threading.Event()
+    seen: list[tuple[str, str]] = []
+    closed = threading.Event()
+
+    def held(batch: exports.Batch, prefixes: Any) -> bytes:
+        if len(seen) == 3:  # the reader is ahead of the client: hold it on a batch
+            reading.set()
+            release.wait(10)
+        seen.append(("read", threading.current_thread().name))
+        return encode(batch, prefixes)
+
+    def close(self: Any) -> None:
+        seen.append(("close", threading.current_thread().name))
+        close_connection(self)
+        closed.set()
+
+    close_connection = db_exports._Reader._close
+    monkeypatch.setattr(exports, "_csv_plain", held)
+    monkeypatch.setattr(db_exports._Reader, "_close", close)
+    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")
+    await resp.content.read(10)
+    assert await asyncio.to_thread(reading.wait, 10)
+    resp.close()  # the client goes away while a batch is being read
+    release.set()
+    assert await asyncio.to_thread(closed.wait, 10)
+    # Closed after the batch in flight, on the thread that read it: never during it.
+    assert [what for what, _ in seen][-2:] == ["read", "close"]
+    assert {thread for _, thread in seen} == {seen[0][1]}
+    assert seen[0][1].startswith("simsvc-export")
+    # A client that leaves is not an error of the service's.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_an_exports_own_connection_is_read_only(tmp_path: Path) -> None:
     path = tmp_path / "ro.db"
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE t (x)")
-    reader = db_exports._open_reader(str(path))
+    reader = db_exports._open_read_only(str(path))
     try:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             reader.execute("INSERT INTO t VALUES (1)")
