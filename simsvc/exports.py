@@ -54,6 +54,9 @@ CONTAINERS = frozenset({"object", "array"})
 PLAIN = frozenset({"integer", "bigint", "real", "true", "false", "null"})
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+# Run exports streaming at once, each with a thread, a read-only connection and up to
+# three batches of its own; one more is refused (429) until one ends.
+EXPORTS_AT_ONCE = 8
 
 Batch = db_exports.Batch
 T = TypeVar("T")

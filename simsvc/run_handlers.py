@@ -28,6 +28,7 @@ from .resources import (
     CHECKERS,
     DB,
     EVENTS_HUB,
+    EXPORT_SLOTS,
     REPLAY_SLOT,
     RESULTS_HUB,
     RUNS,
@@ -88,14 +89,17 @@ async def run_results(request: web.Request) -> web.StreamResponse:
     """A run's rows as JSON, CSV or Parquet, streamed batch by batch (see `exports`)."""
     run_id = path_id(request, "run_id")
     fmt = _results_format(request)
-    database = request.app[DB]
-    if fmt == "parquet":
-        export = await exports.parquet_export(database, run_id)
-    elif fmt == "csv":
-        export = await exports.csv_export(database, run_id)
-    else:
-        export = await exports.json_export(database, run_id)
-    return await stream_export(request, export)
+    database, slots = request.app[DB], request.app[EXPORT_SLOTS]
+    if slots.locked():
+        raise TooBusy(f"{exports.EXPORTS_AT_ONCE} exports are streaming; retry in a moment")
+    async with slots:
+        if fmt == "parquet":
+            export = await exports.parquet_export(database, run_id)
+        elif fmt == "csv":
+            export = await exports.csv_export(database, run_id)
+        else:
+            export = await exports.json_export(database, run_id)
+        return await stream_export(request, export)
 
 
 def _results_format(request: web.Request) -> str:

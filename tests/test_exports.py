@@ -25,7 +25,7 @@ from simsvc import db, db_exports, exports, sim
 from simsvc.resources import DB
 from simsvc.web import Config, create_app
 
-from .conftest import Client, start_run, wait_for_run
+from .conftest import Client, MakeClient, start_run, wait_for_run
 
 
 class OddMetricsModel(sim.Model):
@@ -441,6 +441,28 @@ async def test_a_client_gone_mid_export_closes_its_reader_after_the_batch_in_fli
     assert seen[0][1].startswith("simsvc-export")
     # A client that leaves is not an error of the service's.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_exports_past_the_bound_are_429_until_one_ends(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exports, "EXPORTS_AT_ONCE", 1)
+    client = await make_client()
+    database = client.app[DB]
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 60)
+    url = f"/api/simulations/{run['run_id']}/results?format=csv"
+    first = await client.get(url)
+    head = await first.content.read(10)  # streaming, and held open by its client
+    refused = await client.get(url)
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.content_type == "application/problem+json"
+    assert "1 exports are streaming" in (await refused.json())["detail"]
+    assert _replications("csv", head + await first.read()) == list(range(1, 61))
+    again = await client.get(url)  # the first one ended: its slot is free
+    assert _replications("csv", await again.read()) == list(range(1, 61))
 
 
 def test_an_exports_own_connection_is_read_only(tmp_path: Path) -> None:
