@@ -240,7 +240,8 @@ class _Transaction:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def _dumps(value: Any) -> str:
+def dumps_json(value: Any) -> str:
+    """A value as storage writes JSON text: compact, non-ASCII kept as it is."""
     return _ENCODER.encode(value)
 
 
@@ -299,7 +300,7 @@ def _result_tuples(
             r["seed"],
             r["total_labor_costs"],
             r["ontime_delivery_rate"],
-            _dumps(r["metrics"]),
+            dumps_json(r["metrics"]),
             now,
             *(() if keys is None else (keys[r["scenario_id"]],)),
         )

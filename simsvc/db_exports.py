@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from .db_connection import MetricForm, NotFound, _dumps
+from .db_connection import MetricForm, NotFound, dumps_json
 from .db_stats import StatsStore
 from .jsontext import MetricKinds
 from .moments import Moments as Moments
@@ -206,7 +206,7 @@ def _export_query(
         " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
     )
     args: dict[str, Any] = {"run_id": run_id, "bound": bound, "limit": EXPORT_BATCH_ROWS}
-    args["names"] = _dumps({str(k): v for k, v in names.items() if k})
+    args["names"] = dumps_json({str(k): v for k, v in names.items() if k})
     args["no_name"] = names.get(0, "")
     args.update({f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)})
     return _ExportQuery(sql, args, named)
