@@ -383,13 +383,11 @@ def test_digits_0000_inside_a_number_keep_a_batch_on_the_fast_path(
 async def test_an_export_of_a_database_file_never_waits_for_the_services_connection(
     tmp_path: Path, aiohttp_client: AiohttpClient
 ) -> None:
-    config = Config(db_path=str(tmp_path / "busy.db"), executor="thread")
-    client = await aiohttp_client(create_app(config))
+    client = await aiohttp_client(create_app(_file_config(tmp_path)))
     database = client.app[DB]
-    run = await database.create_run([1], 100, 1, 0.0, {}, {})
-    await _store_uniform_rows(database, run["run_id"], 1, 60)
+    run_id = await _run_of_60_rows(database)
     for fmt in ("csv", "json"):
-        resp = await client.get(f"/api/simulations/{run['run_id']}/results?format={fmt}")
+        resp = await client.get(f"/api/simulations/{run_id}/results?format={fmt}")
         head = await resp.content.read(10)  # the export has begun
         # The service's connection is taken for the rest of the export, as by a long
         # write: batches of 7, a few read ahead, most still to read through the file.
@@ -405,11 +403,8 @@ async def test_a_client_gone_mid_export_closes_its_reader_after_the_batch_in_fli
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = Config(db_path=str(tmp_path / "gone.db"), executor="thread")
-    client = await aiohttp_client(create_app(config))
-    database = client.app[DB]
-    run = await database.create_run([1], 100, 1, 0.0, {}, {})
-    await _store_uniform_rows(database, run["run_id"], 1, 60)
+    client = await aiohttp_client(create_app(_file_config(tmp_path)))
+    run_id = await _run_of_60_rows(client.app[DB])
     encode, reading, release = exports._csv_plain, threading.Event(), threading.Event()
     seen: list[tuple[str, str]] = []
     closed = threading.Event()
@@ -429,7 +424,7 @@ async def test_a_client_gone_mid_export_closes_its_reader_after_the_batch_in_fli
     close_connection = db_exports._Reader._close
     monkeypatch.setattr(exports, "_csv_plain", held)
     monkeypatch.setattr(db_exports._Reader, "_close", close)
-    resp = await client.get(f"/api/simulations/{run['run_id']}/results?format=csv")
+    resp = await client.get(f"/api/simulations/{run_id}/results?format=csv")
     await resp.content.read(10)
     assert await asyncio.to_thread(reading.wait, 10)
     resp.close()  # the client goes away while a batch is being read
@@ -449,10 +444,7 @@ async def test_exports_past_the_bound_are_429_until_one_ends(
 ) -> None:
     monkeypatch.setattr(exports, "EXPORTS_AT_ONCE", 1)
     client = await make_client()
-    database = client.app[DB]
-    run = await database.create_run([1], 100, 1, 0.0, {}, {})
-    await _store_uniform_rows(database, run["run_id"], 1, 60)
-    url = f"/api/simulations/{run['run_id']}/results?format=csv"
+    url = f"/api/simulations/{await _run_of_60_rows(client.app[DB])}/results?format=csv"
     first = await client.get(url)
     head = await first.content.read(10)  # streaming, and held open by its client
     refused = await client.get(url)
@@ -506,6 +498,16 @@ async def test_an_export_of_a_run_being_written_holds_the_rows_stored_when_it_be
     assert _replications(fmt, head + await resp.content.read()) == list(range(1, 31))
     resp = await client.get(f"/api/simulations/{run['run_id']}/results?format={fmt}")
     assert _replications(fmt, await resp.read()) == list(range(1, 61))  # a later one: all
+
+
+def _file_config(tmp_path: Path) -> Config:
+    return Config(db_path=str(tmp_path / "exports.db"), executor="thread")
+
+
+async def _run_of_60_rows(database: db.Database) -> int:
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 60)
+    return run["run_id"]
 
 
 def _replications(fmt: str, body: bytes) -> list[int]:
