@@ -235,17 +235,10 @@ class Runner:
         in_flight: dict[asyncio.Task[Chunk], None] = {}
         chunks = self._chunks(job, batch)
         try:
-            while True:
-                # Read at every top-up: a cluster's capacity may change during a run.
-                while len(in_flight) >= self._window(job):
-                    await self._store_first(job, in_flight)
-                # Made only now, so it is sized by every chunk timed so far.
-                chunk = await anext(chunks, None)
-                if chunk is None:
-                    break
-                in_flight[asyncio.ensure_future(self._compute(job, chunk))] = None
+            await self._top_up(job, in_flight, chunks)
             while in_flight:
-                await self._store_first(job, in_flight)
+                await self._store_first(job, in_flight, chunks)
+                await self._top_up(job, in_flight, chunks)
         finally:
             # Chunks nobody will store: a process backend kills the workers computing them
             # as it sees the cancel. Waited for, so that a cancelled run has let go of its
@@ -294,8 +287,36 @@ class Runner:
         workers = self.backend.workers
         return chunk_size(left, work, job.seconds_per_work, workers, job.row_bytes)
 
-    async def _store_first(self, job: Job, in_flight: dict[asyncio.Task[Chunk], None]) -> None:
+    async def _top_up(
+        self,
+        job: Job,
+        in_flight: dict[asyncio.Task[Chunk], None],
+        chunks: AsyncGenerator[Pairs, None],
+    ) -> None:
+        """Send chunks until the backend has its window of chunks to compute, or none is left.
+
+        Chunks computed but not yet stored do not count: they no longer hold a worker.
+        """
+        # Read at every top-up: a cluster's capacity may change during a run.
+        while sum(not task.done() for task in in_flight) < self._window(job):
+            # Made only now, so it is sized by every chunk timed so far.
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                return
+            in_flight[asyncio.ensure_future(self._compute(job, chunk))] = None
+
+    async def _store_first(
+        self,
+        job: Job,
+        in_flight: dict[asyncio.Task[Chunk], None],
+        chunks: AsyncGenerator[Pairs, None],
+    ) -> None:
+        """Store the chunks that are computed first, in the order they were sent."""
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        if job.pace_s == 0:
+            # The workers get their next chunks before these are stored, so that none
+            # waits for storage; a paced run computes nothing ahead of its pace.
+            await self._top_up(job, in_flight, chunks)
         for task in [t for t in in_flight if t in done]:
             del in_flight[task]
             await job.sink.results_ready(job.run_id, task.result())
