@@ -82,8 +82,13 @@ class _Lane:
             theirs.close()
             self._process, self._conn = process, ours
 
-    def call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        """Run `fn(*args)` in this lane's process; blocks this thread until it answers."""
+    def call(
+        self, fn: Callable[..., T], args: tuple[Any, ...], sent: Callable[[], None] = lambda: None
+    ) -> T:
+        """Run `fn(*args)` in this lane's process; blocks this thread until it answers.
+
+        `sent` is called once the call is on its way to the process.
+        """
         self.start()
         process, conn = self._process, self._conn
         # Checked after `start` has published the process: a `stop` racing with it
@@ -93,6 +98,7 @@ class _Lane:
         answer: tuple[bool, Any] | None = None
         try:
             conn.send((fn, args))
+            sent()
             if conn in wait([conn, process.sentinel]):
                 answer = conn.recv()
         except (EOFError, OSError):
@@ -226,10 +232,29 @@ class WorkerPool:
                 call.lane.stop()
 
     def _serve_lane(self, lane: _Lane, warm: bool) -> None:
-        """A lane's thread: compute the queued calls one after the other until closed."""
+        """A lane's thread: compute the queued calls one after the other until closed.
+
+        An answer is handed to the event loop once the next call is on its way to the
+        worker (or none is queued): the loop then stores it while the worker computes,
+        and the worker never waits for the loop's thread to let this one run.
+        """
         if warm:
             lane._restart()
-        while (call := self._calls.get()) is not None:
+        owed: list[tuple[_Call, tuple[bool, Any]]] = []  # answers not handed over yet
+
+        def hand_over() -> None:
+            for call, answer in owed:
+                call.loop.call_soon_threadsafe(_answer, call.future, answer)
+            owed.clear()
+
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                hand_over()  # before waiting for the next call
+                call = self._calls.get()
+            if call is None:
+                break
             with self._switch:
                 if call.abandoned:
                     continue
@@ -237,12 +262,14 @@ class WorkerPool:
             try:
                 if self._closing.is_set():
                     raise RuntimeError("the worker pool is closed")
-                answer: tuple[bool, Any] = (True, lane.call(call.fn, call.args))
+                answer: tuple[bool, Any] = (True, lane.call(call.fn, call.args, hand_over))
             except BaseException as exc:
                 answer = (False, exc)
+            hand_over()  # the call failed before it was sent
             with self._switch:
                 call.lane = None
-            call.loop.call_soon_threadsafe(_answer, call.future, answer)
+            owed.append((call, answer))
+        hand_over()
 
     async def close(self) -> None:
         """Kill every worker, computing or not, and wait until each has ended."""
