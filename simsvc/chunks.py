@@ -104,25 +104,23 @@ def simulate_chunk(
     sends. Everything per row happens here, where the chunk is computed: the metrics
     JSON and each unit's moments. The streams of the chunk's replications are computed
     together, and a model with a batch form (`Model.simulate_batch`) computes a unit's
-    replications at once. The rows come back in the order of `pairs`.
+    replications at once. The rows come back unit by unit, units in the order they first
+    appear in `pairs`, each unit's rows in the order of its pairs: stored so, a unit's
+    rows of a chunk are neighbours in the table, which an export reads unit by unit.
     """
     if not len(pairs):
         return Chunk([], {})
     table = np.asarray(pairs, dtype=np.int64).reshape(len(pairs), 2)
     replications, position = np.unique(table[:, 1], return_inverse=True)
     streams = Streams(seed, replications)
-    parts: list[tuple[np.ndarray[Any, Any], list[EncodedRow]]] = []
+    rows: list[EncodedRow] = []
     moments: UnitMoments = {}
     keys: MetricKinds = {}
     for unit, at in _by_unit(table[:, 0]):
         model, params = scenarios[unit]
-        rows, moments[unit] = _unit_rows(model, params, unit, streams.take(position[at]), keys)
-        parts.append((at, rows))
-    if len(parts) == 1:
-        return Chunk(parts[0][1], moments, keys)
-    rows = [row for _, part in parts for row in part]
-    order = np.argsort(np.concatenate([at for at, _ in parts]))
-    return Chunk([rows[i] for i in order.tolist()], moments, keys)
+        part, moments[unit] = _unit_rows(model, params, unit, streams.take(position[at]), keys)
+        rows += part
+    return Chunk(rows, moments, keys)
 
 
 def _by_unit(units: np.ndarray[Any, Any]) -> list[tuple[int, np.ndarray[Any, Any]]]:

@@ -35,13 +35,13 @@ from .db_connection import (
     ScenarioStats,
     UnusableDatabase,
     _chunk_insert,
-    _dumps,
     _replications_once,
     _result,
     _result_tuples,
     _run,
     _scenario,
     config_key,
+    dumps_json,
     kpi_values,
     utcnow,
 )
@@ -60,9 +60,9 @@ from .db_schema import (
 from .db_stats import (
     STATS_BATCH_ROWS,
     Samples,
-    _collect_samples,
-    _moments_of_samples,
-    _stats_of_rows,
+    collect_samples,
+    moments_of_samples,
+    stats_of_rows,
 )
 from .jsontext import MetricKinds, add_kinds
 from .moments import Moments as Moments
@@ -95,13 +95,13 @@ __all__ = [
     "Scenario",
     "ScenarioStats",
     "UnusableDatabase",
-    "_collect_samples",
-    "_dumps",
-    "_moments_of_samples",
-    "_stats_of_rows",
+    "collect_samples",
     "config_key",
+    "dumps_json",
     "export_safe_key",
     "kpi_values",
+    "moments_of_samples",
+    "stats_of_rows",
     "utcnow",
 ]
 
@@ -124,11 +124,12 @@ class Database(ExportReads):
         except sqlite3.Error as exc:
             raise UnusableDatabase(_unusable(path, exc)) from None
         conn.row_factory = sqlite3.Row
-        db = cls(conn)
+        in_memory = str(path) in (":memory:", "")
+        db = cls(conn, None if in_memory else str(path))
         try:
             await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await check_identity(conn, path)
-            await db._configure(str(path) == ":memory:")
+            await db._configure(in_memory)
             await db._migrate(initial)
         except sqlite3.Error as exc:
             await conn.close()
@@ -161,7 +162,7 @@ class Database(ExportReads):
                 await conn.executemany(
                     "INSERT INTO scenarios (scenario_name, model, params, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [(n, m, _dumps(p), now, now) for n, m, p in initial],
+                    [(n, m, dumps_json(p), now, now) for n, m, p in initial],
                 )
             if version < 2:
                 for statement in _SCHEMA_2.split(";"):
@@ -224,7 +225,7 @@ class Database(ExportReads):
                 cursor = await conn.execute(
                     "INSERT INTO scenarios (scenario_name, model, params, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (name, model, _dumps(params), now, now),
+                    (name, model, dumps_json(params), now, now),
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"a scenario named {name!r} already exists") from exc
@@ -245,7 +246,7 @@ class Database(ExportReads):
                 cursor = await conn.execute(
                     "UPDATE scenarios SET scenario_name = ?, model = ?, params = ?, updated_at = ?"
                     " WHERE scenario_id = ?",
-                    (name, model, _dumps(params), utcnow(), scenario_id),
+                    (name, model, dumps_json(params), utcnow(), scenario_id),
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"a scenario named {name!r} already exists") from exc
@@ -289,12 +290,12 @@ class Database(ExportReads):
                 "INSERT INTO runs (status, scenario_ids, replications, seed, pace_s, options,"
                 " snapshot, total, created_at) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    _dumps(list(scenario_ids)),
+                    dumps_json(list(scenario_ids)),
                     replications,
                     seed,
                     pace_s,
-                    _dumps(options),
-                    _dumps(snapshot),
+                    dumps_json(options),
+                    dumps_json(snapshot),
                     len(scenario_ids) * replications,
                     utcnow(),
                 ),
@@ -362,7 +363,7 @@ class Database(ExportReads):
             await conn.execute(
                 "UPDATE runs SET replications = ?, options = ?,"
                 " total = ? * json_array_length(scenario_ids) WHERE run_id = ?",
-                (replications, _dumps(options), replications, run_id),
+                (replications, dumps_json(options), replications, run_id),
             )
         return await self.get_run(run_id)
 
@@ -377,7 +378,7 @@ class Database(ExportReads):
                 "UPDATE runs SET status = 'queued', replications = ?, options = ?,"
                 " total = ? * json_array_length(scenario_ids), finished_at = NULL, error = NULL,"
                 " stopped_because = NULL WHERE run_id = ? AND status NOT IN ('queued', 'running')",
-                (replications, _dumps(options), replications, run_id),
+                (replications, dumps_json(options), replications, run_id),
             )
             reopened = cursor.rowcount == 1
         run = await self.get_run(run_id)
@@ -403,7 +404,7 @@ class Database(ExportReads):
             for row in rows:
                 add_kinds(keys, row["metrics"])
             await self._add_metric_keys(run_id, keys)
-            await self._add_stats(run_id, _stats_of_rows(rows))
+            await self._add_stats(run_id, stats_of_rows(rows))
             await conn.execute(
                 "UPDATE runs SET done = done + ? WHERE run_id = ?", (len(rows), run_id)
             )
@@ -462,7 +463,7 @@ class Database(ExportReads):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _result_tuples(None, rows, keys),
             )
-            await self._add_stats(INGESTED, _stats_of_rows(rows))
+            await self._add_stats(INGESTED, stats_of_rows(rows))
             self.generation += 1
         return len(rows)
 

@@ -133,8 +133,9 @@ def kpi_values(row: ResultRow) -> dict[str, float]:
 class Connection:
     """The one aiosqlite connection and its lock; `Database` builds on it."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, file: str | None = None) -> None:
         self._conn = conn
+        self.file = file  # the database file; None for one in memory, seen by `conn` alone
         self._lock = asyncio.Lock()
         self.generation = 0  # bumped on every write that changes results
         # run_id -> scenario_id -> (config key, model version); snapshots never change
@@ -239,7 +240,8 @@ class _Transaction:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def _dumps(value: Any) -> str:
+def dumps_json(value: Any) -> str:
+    """A value as storage writes JSON text: compact, non-ASCII kept as it is."""
     return _ENCODER.encode(value)
 
 
@@ -298,7 +300,7 @@ def _result_tuples(
             r["seed"],
             r["total_labor_costs"],
             r["ontime_delivery_rate"],
-            _dumps(r["metrics"]),
+            dumps_json(r["metrics"]),
             now,
             *(() if keys is None else (keys[r["scenario_id"]],)),
         )

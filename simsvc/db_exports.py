@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
-from .db_connection import MetricForm, NotFound, Run, _dumps
+from .db_connection import MetricForm, NotFound, dumps_json
 from .db_stats import StatsStore
 from .jsontext import MetricKinds
 from .moments import Moments as Moments
 
-EXPORT_BATCH_ROWS = 5_000  # rows read at a time by an export, under the connection's lock
+EXPORT_BATCH_ROWS = 5_000  # rows an export reads at a time
+READER_BUSY_TIMEOUT_MS = 5000
 _LAST_KEY = 2**63 - 1  # past every scenario id and replication
+
+Batch = list[tuple[Any, ...]]
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class ExportReads(StatsStore):
     """A run's rows and metrics keys read for an export, batch by batch."""
-
-    get_run: Callable[[int], Awaitable[Run]]  # defined by `Database`
 
     async def _add_metric_keys(self, run_id: int, keys: Mapping[str, Iterable[str]]) -> None:
         """Record metrics keys and their JSON types among a run's, in the caller's transaction."""
@@ -96,53 +103,152 @@ class ExportReads(StatsStore):
 
     async def export_bound(self, run_id: int) -> int:
         """The largest result id stored now: an export covers the rows up to it."""
-        await self.get_run(run_id)
-        return int(await self._scalar_locked("SELECT coalesce(max(result_id), 0) FROM results"))
+        (exists, bound), *_ = await self._all(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = ?),"
+            " coalesce((SELECT max(result_id) FROM results), 0)",
+            (run_id,),
+        )
+        if not exists:
+            raise NotFound(f"run {run_id} does not exist")
+        return int(bound)
 
-    async def export_batches(
+    async def export_pieces(
         self,
         run_id: int,
         bound: int,
         names: Mapping[int, str],
         metrics: Sequence[tuple[str, MetricForm]],
+        encode: Callable[[Batch], T],
         *,
         named: bool = True,
-    ) -> AsyncIterator[list[tuple[Any, ...]]]:
-        """A run's rows up to result id `bound`, by scenario and replication, in batches.
+    ) -> AsyncIterator[T]:
+        """A run's rows up to result id `bound`, by scenario and replication, a batch at a
+        time, each batch as `encode` makes it in a worker thread.
 
         Each row is (scenario_id, its text in `names` (or `names[0]` if it has none),
         replication, seed, total_labor_costs, ontime_delivery_rate) and then one column
-        per `metrics` entry: a key and the form
-        its value takes (see `MetricForm`). The form `"metrics"` (any key) is the whole
-        stored metrics JSON. Without `named`, the scenario's name is left out of each row.
-        Each batch is one short query, so writers wait at most one batch, and memory
-        holds one batch whatever the run's size.
+        per `metrics` entry: a key and the form its value takes (see `MetricForm`). The
+        form `"metrics"` (any key) is the whole stored metrics JSON. Without `named`, the
+        scenario's name is left out of each row. Memory holds one batch whatever the
+        run's size.
+
+        A database file is read through a read-only connection of the export's own, and
+        a batch is read and encoded in one worker-thread call: the export neither waits
+        for the service's connection nor holds it, and, as WAL lets a reader be, never
+        stalls a run storing its rows. An in-memory database, which only the service's
+        connection sees, is read through it, one short query a batch.
         """
-        columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
-        paths = {f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)}
-        name = " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
-        sql = (
-            "SELECT scenario_id,"
-            + (name if named else "")
-            + " replication, seed, total_labor_costs, ontime_delivery_rate"
-            + (f", {columns}" if columns else "")
-            + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
-            " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
-        )
-        args: dict[str, Any] = {"run_id": run_id, "bound": bound, "limit": EXPORT_BATCH_ROWS}
-        args["names"] = _dumps({str(k): v for k, v in names.items() if k})
-        args["no_name"] = names.get(0, "")
-        args.update(paths)
-        after = (0, 0)
+        query = _export_query(run_id, bound, names, metrics, named)
+        if self.file is None:
+            async for batch in self._shared_batches(query):
+                yield await asyncio.to_thread(encode, batch)
+            return
+        reader = _Reader(self.file)
+        try:
+            while (piece := await reader.call(query.next_encoded, encode)) is not None:
+                yield piece
+        finally:
+            reader.close()
+
+    async def _shared_batches(self, query: _ExportQuery) -> AsyncIterator[Batch]:
+        """The batches through the service's connection, each under its lock."""
         while True:
-            args["sid"], args["rep"] = after
-            async with self._lock, self._conn.execute(sql, args) as cursor:
+            async with self._lock, self._conn.execute(query.sql, query.args()) as cursor:
                 cursor.row_factory = None  # plain tuples: no Row object per replication
-                batch = cast(list[tuple[Any, ...]], await cursor.fetchall())
-            if not batch:
+                batch = cast(Batch, await cursor.fetchall())
+            if not query.passed(batch):
                 return
             yield batch
-            after = (int(batch[-1][0]), int(batch[-1][2 if named else 1]))
+
+
+class _ExportQuery:
+    """An export's SELECT, and where its next batch begins (keyset pagination)."""
+
+    def __init__(self, sql: str, args: dict[str, Any], named: bool) -> None:
+        self.sql = sql
+        self._args = args
+        self._replication = 2 if named else 1  # the column that holds it
+        self._after = (0, 0)
+
+    def args(self) -> dict[str, Any]:
+        self._args["sid"], self._args["rep"] = self._after
+        return self._args
+
+    def passed(self, batch: Batch) -> bool:
+        """Move past `batch`; False if it is empty, the end."""
+        if not batch:
+            return False
+        last = batch[-1]
+        self._after = (int(last[0]), int(last[self._replication]))
+        return True
+
+    def next_encoded(self, reader: sqlite3.Connection, encode: Callable[[Batch], T]) -> T | None:
+        """The next batch, read through `reader` and encoded; None past the last."""
+        batch = reader.execute(self.sql, self.args()).fetchall()
+        return encode(batch) if self.passed(batch) else None
+
+
+def _export_query(
+    run_id: int,
+    bound: int,
+    names: Mapping[int, str],
+    metrics: Sequence[tuple[str, MetricForm]],
+    named: bool,
+) -> _ExportQuery:
+    columns = ", ".join(_metric_sql(form, i) for i, (_, form) in enumerate(metrics))
+    name = " ifnull(json_extract(:names, '$.\"' || scenario_id || '\"'), :no_name),"
+    sql = (
+        "SELECT scenario_id,"
+        + (name if named else "")
+        + " replication, seed, total_labor_costs, ontime_delivery_rate"
+        + (f", {columns}" if columns else "")
+        + " FROM results WHERE run_id = :run_id AND (scenario_id, replication) > (:sid, :rep)"
+        " AND result_id <= :bound ORDER BY scenario_id, replication LIMIT :limit"
+    )
+    args: dict[str, Any] = {"run_id": run_id, "bound": bound, "limit": EXPORT_BATCH_ROWS}
+    args["names"] = dumps_json({str(k): v for k, v in names.items() if k})
+    args["no_name"] = names.get(0, "")
+    args.update({f"p{i}": _json_path(key) for i, (key, _) in enumerate(metrics)})
+    return _ExportQuery(sql, args, named)
+
+
+class _Reader:
+    """One export's read-only connection to the database file, in a thread of its own.
+
+    Opened, used and closed on that one thread, in the order asked: a close asked while
+    a batch is being read (the client went away) comes after it, never during it.
+    """
+
+    def __init__(self, file: str) -> None:
+        self._file = file
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="simsvc-export")
+
+    async def call(self, fn: Callable[[sqlite3.Connection, U], T], arg: U) -> T:
+        """`fn(connection, arg)` on the reader's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._call, fn, arg)
+
+    def _call(self, fn: Callable[[sqlite3.Connection, U], T], arg: U) -> T:
+        if self._conn is None:
+            self._conn = _open_read_only(self._file)
+        return fn(self._conn, arg)
+
+    def close(self) -> None:
+        """Close the connection once any batch in flight is read; never waits for it."""
+        self._thread.submit(self._close)
+        self._thread.shutdown(wait=False)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _open_read_only(file: str) -> sqlite3.Connection:
+    uri = Path(file).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={READER_BUSY_TIMEOUT_MS}")
+    return conn
 
 
 def _json_path(key: str) -> str:

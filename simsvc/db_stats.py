@@ -23,9 +23,9 @@ from .db_connection import (
     Coverage,
     ResultRow,
     ScenarioStats,
-    _dumps,
     _result,
     config_key,
+    dumps_json,
     kpi_values,
 )
 from .moments import Moments as Moments
@@ -36,18 +36,18 @@ STATS_BATCH_ROWS = 10_000  # rows read at a time when a run's moments are recomp
 Samples = dict[int, dict[str, MutableSequence[float]]]
 
 
-def _stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
+def stats_of_rows(rows: Iterable[ResultRow]) -> ScenarioStats:
     return moments.unit_moments((row["scenario_id"], kpi_values(row)) for row in rows)
 
 
-def _collect_samples(samples: Samples, rows: Iterable[sqlite3.Row]) -> None:
+def collect_samples(samples: Samples, rows: Iterable[sqlite3.Row]) -> None:
     for row in rows:
         per_kpi = samples.setdefault(int(row["scenario_id"]), {})
         for kpi, value in kpi_values(_result(row)).items():
             per_kpi.setdefault(kpi, array("d")).append(value)
 
 
-def _moments_of_samples(samples: Samples) -> ScenarioStats:
+def moments_of_samples(samples: Samples) -> ScenarioStats:
     return {
         sid: {kpi: Moments.of(vals) for kpi, vals in per_kpi.items()}
         for sid, per_kpi in samples.items()
@@ -105,8 +105,8 @@ class StatsStore(Connection):
             args,
         ) as cursor:
             while batch := await cursor.fetchmany(STATS_BATCH_ROWS):
-                await asyncio.to_thread(_collect_samples, samples, batch)
-        return await asyncio.to_thread(_moments_of_samples, samples)
+                await asyncio.to_thread(collect_samples, samples, batch)
+        return await asyncio.to_thread(moments_of_samples, samples)
 
     async def stored_replications(
         self, run_id: int, scenario_ids: Sequence[int], first: int, last: int
@@ -119,7 +119,7 @@ class StatsStore(Connection):
             "SELECT scenario_id, replication FROM results WHERE run_id = ?"
             " AND scenario_id IN (SELECT value FROM json_each(?))"
             " AND replication BETWEEN ? AND ?",
-            (run_id, _dumps(list(scenario_ids)), first, last),
+            (run_id, dumps_json(list(scenario_ids)), first, last),
         )
         return {(int(r[0]), int(r[1])) for r in rows}
 

@@ -21,10 +21,10 @@ from .db import (
     ResultRow,
     Samples,
     ScenarioStats,
-    _collect_samples,
-    _dumps,
-    _moments_of_samples,
-    _stats_of_rows,
+    collect_samples,
+    dumps_json,
+    moments_of_samples,
+    stats_of_rows,
     utcnow,
 )
 
@@ -75,13 +75,13 @@ class ExperimentStore:
             cursor = await conn.execute(
                 "INSERT INTO experiments (kind, status, model, model_version, seed, request,"
                 " point_count, created_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-                (kind, model, model_version, seed, _dumps(request), len(points), utcnow()),
+                (kind, model, model_version, seed, dumps_json(request), len(points), utcnow()),
             )
             experiment_id = cursor.lastrowid
             assert experiment_id is not None
             await conn.executemany(
                 "INSERT INTO experiment_points (experiment_id, point_id, params) VALUES (?, ?, ?)",
-                [(experiment_id, i, _dumps(p)) for i, p in enumerate(points, start=1)],
+                [(experiment_id, i, dumps_json(p)) for i, p in enumerate(points, start=1)],
             )
         return await self.get_experiment(experiment_id)
 
@@ -137,7 +137,7 @@ class ExperimentStore:
                     status,
                     error,
                     stopped_because,
-                    None if outcome is None else _dumps(outcome),
+                    None if outcome is None else dumps_json(outcome),
                     finished,
                     status,
                     now,
@@ -153,7 +153,7 @@ class ExperimentStore:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE experiments SET outcome = ? WHERE experiment_id = ?",
-                (_dumps(outcome), experiment_id),
+                (dumps_json(outcome), experiment_id),
             )
 
     async def reopen_experiment(self, experiment_id: int, resumable: Sequence[str]) -> Experiment:
@@ -193,12 +193,12 @@ class ExperimentStore:
                         r["replication"],
                         r["total_labor_costs"],
                         r["ontime_delivery_rate"],
-                        _dumps(r["metrics"]),
+                        dumps_json(r["metrics"]),
                     )
                     for r in rows
                 ],
             )
-            await self._add_point_stats(experiment_id, _stats_of_rows(map(as_result_row, rows)))
+            await self._add_point_stats(experiment_id, stats_of_rows(map(as_result_row, rows)))
             await conn.execute(
                 "UPDATE experiments SET replications_used = replications_used + ?"
                 " WHERE experiment_id = ?",
@@ -217,7 +217,7 @@ class ExperimentStore:
         rows = await self._db.fetch_all(
             "SELECT point_id, replication FROM experiment_results WHERE experiment_id = ?"
             " AND replication BETWEEN ? AND ? AND point_id IN (SELECT value FROM json_each(?))",
-            (experiment_id, first, last, _dumps(list(point_ids))),
+            (experiment_id, first, last, dumps_json(list(point_ids))),
         )
         return {(int(r[0]), int(r[1])) for r in rows}
 
@@ -246,7 +246,7 @@ class ExperimentStore:
             "SELECT point_id, replication, total_labor_costs, ontime_delivery_rate, metrics"
             " FROM experiment_results WHERE experiment_id = ? AND replication BETWEEN ? AND ?"
             " AND point_id IN (SELECT value FROM json_each(?))",
-            (experiment_id, first, last, _dumps(list(point_ids))),
+            (experiment_id, first, last, dumps_json(list(point_ids))),
         )
         return [_experiment_row(r) for r in rows]
 
@@ -265,7 +265,7 @@ class ExperimentStore:
             ids = list(range(first, first + len(points)))
             await conn.executemany(
                 "INSERT INTO experiment_points (experiment_id, point_id, params) VALUES (?, ?, ?)",
-                [(experiment_id, i, _dumps(p)) for i, p in zip(ids, points, strict=True)],
+                [(experiment_id, i, dumps_json(p)) for i, p in zip(ids, points, strict=True)],
             )
             await conn.execute(
                 "UPDATE experiments SET point_count = point_count + ? WHERE experiment_id = ?",
@@ -312,8 +312,8 @@ class ExperimentStore:
             (experiment_id,),
         ) as cursor:
             while batch := await cursor.fetchmany(STATS_BATCH_ROWS):
-                await asyncio.to_thread(_collect_samples, samples, batch)
-        stats = await asyncio.to_thread(_moments_of_samples, samples)
+                await asyncio.to_thread(collect_samples, samples, batch)
+        stats = await asyncio.to_thread(moments_of_samples, samples)
         await self._db.connection.execute(
             "DELETE FROM experiment_stats WHERE experiment_id = ?", (experiment_id,)
         )

@@ -1,10 +1,9 @@
 """Result exports: a run's rows as JSON, CSV or Parquet, streamed in batches.
 
-An export never holds a whole run: `db.Database.export_batches` reads a few thousand
-rows at a time (one short query each), each batch is encoded in a worker thread, and the
-bytes go out before the next batch is read, so memory stays the same whatever the run's
-size and the event loop only passes bytes along. The rows are those stored when the
-export began.
+An export never holds a whole run: `db.Database.export_pieces` reads a few thousand
+rows at a time and encodes them in a worker thread, and a bounded number of pieces wait
+for the client, so memory stays the same whatever the run's size and the event loop only
+passes bytes along. The rows are those stored when the export began.
 
 The formats are those of the first, whole-answer implementation, cell for cell:
 - JSON: a list of `{"scenario_id", "replication", "seed", "total_labor_costs",
@@ -16,7 +15,7 @@ The formats are those of the first, whole-answer implementation, cell for cell:
   whose values mix types, or hold objects or lists, is a string column of JSON text.
 
 The CSV columns are `CSV_FIXED` and then the metrics: a column is added by adding to
-both `CSV_FIXED` and the SELECT in `db.Database.export_batches`.
+both `CSV_FIXED` and the SELECT in `db_exports`.
 """
 
 from __future__ import annotations
@@ -29,13 +28,13 @@ import gc
 import importlib.util
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 
-from . import db, jsontext
+from . import db, db_exports, jsontext
 
 CSV_FIXED = (
     "scenario_id",
@@ -55,8 +54,11 @@ CONTAINERS = frozenset({"object", "array"})
 PLAIN = frozenset({"integer", "bigint", "real", "true", "false", "null"})
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+# Run exports streaming at once, each with a thread, a read-only connection and up to
+# three batches of its own; one more is refused (429) until one ends.
+EXPORTS_AT_ONCE = 8
 
-Batch = list[tuple[Any, ...]]
+Batch = db_exports.Batch
 T = TypeVar("T")
 
 
@@ -70,18 +72,17 @@ class Export:
 
     content_type: str
     filename: str
-    body: AsyncIterator[bytes]
+    body: AsyncGenerator[bytes, None]  # closed by its sender, whether sent whole or not
 
 
 def _plan(keys: dict[str, set[str]], form: db.MetricForm) -> list[tuple[str, db.MetricForm]]:
     return [(key, form) for key in sorted(keys)]
 
 
-async def ahead(pieces: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+async def ahead(pieces: AsyncIterator[T], depth: int = 2) -> AsyncGenerator[T, None]:
     """The pieces, with up to `depth` more made while the caller works on one.
 
-    On the bytes, nothing would be read while a piece waits for the client to take it
-    in; on the rows, nothing would be read while a batch is encoded.
+    Without it, nothing would be read while a piece waits for the client to take it in.
     """
     queue: asyncio.Queue[T | Exception | None] = asyncio.Queue(depth)
 
@@ -106,14 +107,6 @@ async def ahead(pieces: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
             await producer
 
 
-async def _encoded(
-    batches: AsyncIterator[Batch], encode: Callable[[Batch], bytes]
-) -> AsyncIterator[bytes]:
-    """Each batch encoded in a worker thread: the event loop only passes the bytes on."""
-    async for batch in ahead(batches):
-        yield await asyncio.to_thread(encode, batch)
-
-
 # -- JSON -----------------------------------------------------------------------------
 
 
@@ -127,14 +120,14 @@ async def scenario_names(database: db.Database, run_id: int) -> dict[int, str]:
 async def json_export(database: db.Database, run_id: int) -> Export:
     names = {k: jsontext.dumps(v) for k, v in (await scenario_names(database, run_id)).items()}
     bound = await database.export_bound(run_id)
-    batches = database.export_batches(run_id, bound, names, [("", "metrics")])
-    return Export("application/json", f"run-{run_id}-results.json", ahead(_json_body(batches)))
+    pieces = database.export_pieces(run_id, bound, names, [("", "metrics")], _json_rows)
+    return Export("application/json", f"run-{run_id}-results.json", ahead(_json_body(pieces)))
 
 
-async def _json_body(batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
+async def _json_body(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield b"["
     first = True
-    async for piece in _encoded(batches, _json_rows):
+    async for piece in pieces:
         yield piece if first else b", " + piece
         first = False
     yield b"]"
@@ -176,12 +169,12 @@ async def csv_export(database: db.Database, run_id: int) -> Export:
     keys = await database.export_metric_keys(run_id, bound)
     names = sorted(keys)
     header = _csv_text([(*CSV_FIXED, *names)])
-    pieces = _csv_rows(database.export_batches, (run_id, bound, scenarios), keys)
+    pieces = _csv_rows(database.export_pieces, (run_id, bound, scenarios), keys)
     return Export("text/csv", f"run-{run_id}-results.csv", ahead(_csv_body(header, pieces)))
 
 
 def _csv_rows(
-    read: Callable[..., AsyncIterator[Batch]],
+    read: Callable[..., AsyncIterator[bytes]],
     where: tuple[int, int, dict[int, str]],
     keys: dict[str, set[str]],
 ) -> AsyncIterator[bytes]:
@@ -191,16 +184,16 @@ def _csv_rows(
         # Numbers, booleans and nulls only: no cell needs quoting (see `_csv_plain`).
         plain: list[tuple[str, db.MetricForm]] = [(k, "cell") for k in names]
         prefixes = _NamePrefixes(where[2])
-        return _encoded(read(*where, plain, named=False), lambda b: _csv_plain(b, prefixes))
+        return read(*where, plain, lambda b: _csv_plain(b, prefixes), named=False)
     if all(db.export_safe_key(k) for k in names):
         # Containers come as JSON text and are re-written as json.dumps writes them.
         plan: list[tuple[str, db.MetricForm]] = [
             (k, "json" if keys[k] & CONTAINERS else "cell") for k in names
         ]
         fix = [FIXED_COLUMNS + i for i, (_, form) in enumerate(plan) if form == "json"]
-        return _encoded(read(*where, plan), lambda b: _csv_cells(b, fix))
+        return read(*where, plan, lambda b: _csv_cells(b, fix))
     # A key SQLite's JSON paths cannot name: read whole metrics objects instead.
-    return _encoded(read(*where, [("", "metrics")]), lambda b: _csv_from_metrics(b, names))
+    return read(*where, [("", "metrics")], lambda b: _csv_from_metrics(b, names))
 
 
 async def _csv_body(header: bytes, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -257,13 +250,18 @@ def _csv_plain(batch: Batch, prefixes: _NamePrefixes) -> bytes:
 def _unlike_repr(text: bytes) -> bool:
     """Whether orjson may have written a value otherwise than `repr` and the csv module.
 
-    They differ on exponents (repr's `1e-05`, orjson's `1e-5`), small numbers (orjson's
-    `0.00001`) and None (and NaN or infinities), orjson's null. Every `e` that is not the
-    end of a `"True"` or `"False"` cell is an exponent. Each test is one scan in C.
+    They differ on exponents (repr's `1e-05`, orjson's `1e-5`), numbers under 1e-4
+    (orjson's `0.00001`: after the `,` before every cell but a row's first, the scenario
+    id, or after a sign) and None (and NaN or infinities), orjson's null. Every `e` that
+    is not the end of a `"True"` or `"False"` cell is an exponent. Each test is one scan
+    in C.
     """
-    if b"null" in text or b"0.0000" in text:
+    if b"null" in text or any(small in text for small in _SMALL_NUMBERS):
         return True
     return b"e" in text and text.count(b"e") != text.count(b'ue"') + text.count(b'se"')
+
+
+_SMALL_NUMBERS = (b",0.0000", b"-0.0000")
 
 
 def _first(row: tuple[Any, ...]) -> Any:
@@ -358,8 +356,7 @@ async def parquet_export(database: db.Database, run_id: int) -> Export:
         (k, "text" if t == "string" else "json") for k, t in zip(names, types, strict=True)
     ]
     writer = _ParquetWriter(names, types)
-    batches = database.export_batches(run_id, bound, scenarios, plan)
-    body = ahead(writer.body(batches))
+    body = ahead(writer.body(database.export_pieces(run_id, bound, scenarios, plan, writer.write)))
     return Export(PARQUET_MEDIA_TYPE, f"run-{run_id}-results.parquet", body)
 
 
@@ -386,12 +383,13 @@ class _ParquetWriter:
         self._sink = _Pieces()
         self._writer: Any = None
 
-    async def body(self, batches: AsyncIterator[Batch]) -> AsyncIterator[bytes]:
-        async for piece in _encoded(batches, self._write):
+    async def body(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for piece in pieces:
             yield piece
         yield await asyncio.to_thread(self._close)
 
-    def _write(self, batch: Batch) -> bytes:
+    def write(self, batch: Batch) -> bytes:
+        """The file's bytes that `batch`, one row group, adds; called in a worker thread."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq

@@ -43,6 +43,7 @@ CHECKERS = web.AppKey("checkers", dict[str, Checker])
 SPEC = web.AppKey("spec", dict[str, Any])
 PARAMS = web.AppKey("params", sim.ParamsChecker)
 REPLAY_SLOT = web.AppKey("replay_slot", asyncio.Lock)
+EXPORT_SLOTS = web.AppKey("export_slots", asyncio.Semaphore)
 EXPLORER = web.AppKey("explorer", explore.Explorer)
 EXPERIMENT_VIEWS = web.AppKey("experiment_views", experiment_view.ViewCache)
 

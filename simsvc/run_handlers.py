@@ -4,7 +4,9 @@ replay them; compare and select their scenarios; the aggregate list and its broa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 
 from aiohttp import web
 
@@ -26,6 +28,7 @@ from .resources import (
     CHECKERS,
     DB,
     EVENTS_HUB,
+    EXPORT_SLOTS,
     REPLAY_SLOT,
     RESULTS_HUB,
     RUNS,
@@ -35,6 +38,8 @@ from .runs import run_view
 from .schema import FieldError, InvalidInput
 
 RESULT_FORMATS = ("json", "csv", "parquet")
+
+log = logging.getLogger(__name__)
 
 
 # -- runs and their rows --------------------------------------------------------------
@@ -84,14 +89,17 @@ async def run_results(request: web.Request) -> web.StreamResponse:
     """A run's rows as JSON, CSV or Parquet, streamed batch by batch (see `exports`)."""
     run_id = path_id(request, "run_id")
     fmt = _results_format(request)
-    database = request.app[DB]
-    if fmt == "parquet":
-        export = await exports.parquet_export(database, run_id)
-    elif fmt == "csv":
-        export = await exports.csv_export(database, run_id)
-    else:
-        export = await exports.json_export(database, run_id)
-    return await stream_export(request, export)
+    database, slots = request.app[DB], request.app[EXPORT_SLOTS]
+    if slots.locked():
+        raise TooBusy(f"{exports.EXPORTS_AT_ONCE} exports are streaming; retry in a moment")
+    async with slots:
+        if fmt == "parquet":
+            export = await exports.parquet_export(database, run_id)
+        elif fmt == "csv":
+            export = await exports.csv_export(database, run_id)
+        else:
+            export = await exports.json_export(database, run_id)
+        return await stream_export(request, export)
 
 
 def _results_format(request: web.Request) -> str:
@@ -118,9 +126,14 @@ async def stream_export(request: web.Request, export: exports.Export) -> web.Str
         resp.charset = "utf-8"
     await resp.prepare(request)
     try:
-        async for piece in export.body:
-            await resp.write(piece)
-    except (ConnectionResetError, asyncio.CancelledError):
+        # Closed here, however it ends: a client that goes away frees the export's reads.
+        async with contextlib.aclosing(export.body) as body:
+            async for piece in body:
+                await resp.write(piece)
+    except ConnectionResetError:
+        log.debug("the client of %s left before the end", request.path)
+        return resp  # nothing went wrong here, and nothing more can be sent
+    except asyncio.CancelledError:
         raise
     except Exception as exc:
         # The status line is gone: all that is left is not to end the body cleanly.

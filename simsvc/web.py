@@ -46,6 +46,7 @@ from .resources import (
     CONFIG,
     EVENTS_HUB,
     EXPERIMENT_VIEWS,
+    EXPORT_SLOTS,
     MODELS,
     PARAMS,
     REPLAY_SLOT,
@@ -182,6 +183,7 @@ def create_app(
     app[PARAMS] = sim.ParamsChecker(models)
     app[CHECKERS] = _checkers()
     app[REPLAY_SLOT] = asyncio.Lock()
+    app[EXPORT_SLOTS] = asyncio.Semaphore(exports.EXPORTS_AT_ONCE)
     app[EXPERIMENT_VIEWS] = experiment_view.ViewCache()
     app[RESULTS_HUB] = Hub("/ws/results")
     app[EVENTS_HUB] = Hub("/ws/events")

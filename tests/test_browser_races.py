@@ -158,5 +158,7 @@ def test_a_reconnect_reads_the_followed_run_the_snapshot_left_out(
     page.wait_for_function(HELLOS, arg=2, timeout=WAIT_MS)
     assert len(sockets) == 2
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
-    expect(item).to_have_attribute("data-status", "cancelled")
-    expect(page.locator(f'#history-table tr[data-run-id="{run_id}"]')).to_contain_text("cancelled")
+    # Read over HTTP once the new socket is live: allow for a loaded machine.
+    expect(item).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+    history = page.locator(f'#history-table tr[data-run-id="{run_id}"]')
+    expect(history).to_contain_text("cancelled", timeout=WAIT_MS)

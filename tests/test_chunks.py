@@ -47,7 +47,7 @@ def test_chunk_moments_equal_those_storage_computed_from_the_rows() -> None:
     chunk = chunks.simulate_chunk(PLAN, 5, PAIRS)
     rows = [db.ResultRow(**row) for row in _as_stored(chunk)]  # type: ignore[typeddict-item]
     # repr: a third moment that overflowed is NaN on both sides, and NaN != NaN.
-    assert repr(chunk.moments) == repr(db._stats_of_rows(rows))
+    assert repr(chunk.moments) == repr(db.stats_of_rows(rows))
 
 
 @pytest.mark.parametrize("kind", ["process", "thread", "inline"])

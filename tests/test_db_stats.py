@@ -129,7 +129,7 @@ async def test_finishing_a_large_run_keeps_its_merged_moments_and_reads_no_row(
         def unread(*_: object) -> None:
             raise AssertionError("finishing a run read its rows")
 
-        monkeypatch.setattr(db_module, "_collect_samples", unread)
+        monkeypatch.setattr(db_module, "collect_samples", unread)
         for status in ("completed", "cancelled", "failed"):
             await db.finish_run(run["run_id"], status)
             assert repr(await db.scenario_stats(run["run_id"])) == repr(merged)

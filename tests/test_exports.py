@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import gc
 import io
 import json
+import logging
+import sqlite3
+import threading
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
@@ -20,7 +25,7 @@ from simsvc import db, db_exports, exports, sim
 from simsvc.resources import DB
 from simsvc.web import Config, create_app
 
-from .conftest import Client, start_run, wait_for_run
+from .conftest import Client, MakeClient, start_run, wait_for_run
 
 
 class OddMetricsModel(sim.Model):
@@ -113,6 +118,14 @@ async def _odd_run(
     ended = await wait_for_run(client, run["run_id"])
     assert ended["status"] == "completed", ended["error"]
     return client, run["run_id"]
+
+
+@pytest.fixture(params=["memory", "file"])
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """Each export test on both kinds of database: one in memory is read through the
+    service's connection, a file through a read-only connection of the export's own."""
+    path = ":memory:" if request.param == "memory" else str(tmp_path / "exports.db")
+    return Config(db_path=path, workers=2, executor="thread", heartbeat_s=30.0)
 
 
 @pytest.fixture(autouse=True)
@@ -333,6 +346,10 @@ PLAIN_NAMES = {0: "", 1: "現状シナリオ", 2: 'a, "b"\nc'}
         [(1, 1, None, 9500.25, 0.5, "1", "", "")],
         # a metrics cell stored with an exponent is copied as stored
         [(1, 1, 7, 9500.25, 0.5, "1e-300", "", "")],
+        # numbers under 1e-4, which repr writes with an exponent and orjson without
+        [(1, 1, 7, 9.5e-5, 0.5, "", "", ""), (1, 2, 7, 1230.00004, 0.25, "", "", "")],
+        [(1, 1, 7, 9500.5, -1e-5, "", "", ""), (1, 2, 7, 9500.25, 0.00001234, "", "", "")],
+        [(1, 1, 7, 9500.5, 0.5, "", "", ""), (1, 2, 7, 9500.25, -0.00001234, "", "", "")],
     ],
 )
 def test_the_fast_csv_encoder_writes_what_the_csv_module_writes(batch: exports.Batch) -> None:
@@ -341,6 +358,115 @@ def test_the_fast_csv_encoder_writes_what_the_csv_module_writes(batch: exports.B
     csv.writer(want, lineterminator="\n").writerows(rows)
     got = exports._csv_plain(batch, exports._NamePrefixes(PLAIN_NAMES))
     assert got.decode("utf-8") == want.getvalue()
+
+
+def test_digits_0000_inside_a_number_keep_a_batch_on_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1230.00004 and 0.870000012 hold "0.0000", as numbers under 1e-4 do; only those are
+    # written otherwise by orjson, so these rows need no csv module.
+    batch = [(1, 1, 7, 1230.00004, 0.870000012, "10.00003", "", "")]
+    want = "1,現状シナリオ,1,7,1230.00004,0.870000012,10.00003,,\n"
+
+    prefixes = exports._NamePrefixes(PLAIN_NAMES)
+    assert prefixes[1] == "1,現状シナリオ,".encode()  # written by the csv module, now
+
+    def slow(rows: Any) -> bytes:
+        raise AssertionError("went the slow way")
+
+    monkeypatch.setattr(exports, "_csv_text", slow)
+    got = exports._csv_plain(batch, prefixes)
+    assert got.decode("utf-8") == want
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_an_export_of_a_database_file_never_waits_for_the_services_connection(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    client = await aiohttp_client(create_app(_file_config(tmp_path)))
+    database = client.app[DB]
+    run_id = await _run_of_60_rows(database)
+    for fmt in ("csv", "json"):
+        resp = await client.get(f"/api/simulations/{run_id}/results?format={fmt}")
+        head = await resp.content.read(10)  # the export has begun
+        # The service's connection is taken for the rest of the export, as by a long
+        # write: batches of 7, a few read ahead, most still to read through the file.
+        async with database._lock, asyncio.timeout(10):
+            body = head + await resp.content.read()
+        assert _replications(fmt, body) == list(range(1, 61))
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_a_client_gone_mid_export_closes_its_reader_after_the_batch_in_flight(
+    tmp_path: Path,
+    aiohttp_client: AiohttpClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await aiohttp_client(create_app(_file_config(tmp_path)))
+    run_id = await _run_of_60_rows(client.app[DB])
+    encode, reading, release = exports._csv_plain, threading.Event(), threading.Event()
+    seen: list[tuple[str, str]] = []
+    closed = threading.Event()
+
+    def held(batch: exports.Batch, prefixes: Any) -> bytes:
+        if len(seen) == 3:  # the reader is ahead of the client: hold it on a batch
+            reading.set()
+            release.wait(10)
+        seen.append(("read", threading.current_thread().name))
+        return encode(batch, prefixes)
+
+    def close(self: Any) -> None:
+        seen.append(("close", threading.current_thread().name))
+        close_connection(self)
+        closed.set()
+
+    close_connection = db_exports._Reader._close
+    monkeypatch.setattr(exports, "_csv_plain", held)
+    monkeypatch.setattr(db_exports._Reader, "_close", close)
+    resp = await client.get(f"/api/simulations/{run_id}/results?format=csv")
+    await resp.content.read(10)
+    assert await asyncio.to_thread(reading.wait, 10)
+    resp.close()  # the client goes away while a batch is being read
+    release.set()
+    assert await asyncio.to_thread(closed.wait, 10)
+    # Closed after the batch in flight, on the thread that read it: never during it.
+    assert [what for what, _ in seen][-2:] == ["read", "close"]
+    assert {thread for _, thread in seen} == {seen[0][1]}
+    assert seen[0][1].startswith("simsvc-export")
+    # A client that leaves is not an error of the service's.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.usefixtures("small_batches")
+async def test_exports_past_the_bound_are_429_until_one_ends(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exports, "EXPORTS_AT_ONCE", 1)
+    client = await make_client()
+    url = f"/api/simulations/{await _run_of_60_rows(client.app[DB])}/results?format=csv"
+    first = await client.get(url)
+    head = await first.content.read(10)  # streaming, and held open by its client
+    refused = await client.get(url)
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.content_type == "application/problem+json"
+    assert "1 exports are streaming" in (await refused.json())["detail"]
+    assert _replications("csv", head + await first.read()) == list(range(1, 61))
+    again = await client.get(url)  # the first one ended: its slot is free
+    assert _replications("csv", await again.read()) == list(range(1, 61))
+
+
+def test_an_exports_own_connection_is_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    reader = db_exports._open_read_only(str(path))
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.execute("INSERT INTO t VALUES (1)")
+    finally:
+        reader.close()
 
 
 async def _store_uniform_rows(database: db.Database, run_id: int, first: int, count: int) -> None:
@@ -372,6 +498,16 @@ async def test_an_export_of_a_run_being_written_holds_the_rows_stored_when_it_be
     assert _replications(fmt, head + await resp.content.read()) == list(range(1, 31))
     resp = await client.get(f"/api/simulations/{run['run_id']}/results?format={fmt}")
     assert _replications(fmt, await resp.read()) == list(range(1, 61))  # a later one: all
+
+
+def _file_config(tmp_path: Path) -> Config:
+    return Config(db_path=str(tmp_path / "exports.db"), executor="thread")
+
+
+async def _run_of_60_rows(database: db.Database) -> int:
+    run = await database.create_run([1], 100, 1, 0.0, {}, {})
+    await _store_uniform_rows(database, run["run_id"], 1, 60)
+    return run["run_id"]
 
 
 def _replications(fmt: str, body: bytes) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..exports import EXPORTS_AT_ONCE
 from ..hub import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
 from ..runner import DEFAULT_CHUNK_TIMEOUT_S
 from ..sim import MAX_REPLICATION_WORK, MAX_RUN_WORK
@@ -39,5 +40,6 @@ LIMITS_TEXT = (
     f"ingested KPIs and numeric metrics lie within ±{MAX_INGEST_MAGNITUDE:.0e} (422). "
     "Answers never hold NaN or Infinity: a statistic that overflows is null. Requests must "
     "name this service in Host (421), and changes from a browser must come from its own "
-    "origin or an allowed one (403). One replay computes at a time (429)."
+    "origin or an allowed one (403). One replay computes at a time (429), and "
+    f"{EXPORTS_AT_ONCE} run exports stream at once (429)."
 )

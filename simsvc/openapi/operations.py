@@ -252,7 +252,8 @@ RUNS = (
         "runs",
         "One row per replication, streamed (CSV with Accept: text/csv or ?format=csv; "
         "Parquet with Accept: application/vnd.apache.parquet or ?format=parquet, "
-        "which needs the optional extra simsvc[parquet], else 406)",
+        "which needs the optional extra simsvc[parquet], else 406); a few exports stream "
+        "at once (429 past them)",
         Answer(
             200,
             schema=_RESULT_ROWS,
@@ -261,7 +262,7 @@ RUNS = (
                 "application/vnd.apache.parquet": {"type": "string", "format": "binary"},
             },
         ),
-        (400, 404, 406),
+        (400, 404, 406, 429),
         query=(Query("format", {"type": "string", "enum": ["json", "csv", "parquet"]}),),
     ),
 )
