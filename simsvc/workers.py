@@ -202,9 +202,13 @@ class WorkerPool:
     def _start_threads(self, *, warm: bool) -> None:
         if self._threads:
             return
+        # Daemons: a pool never closed must not keep the interpreter from exiting.
         self._threads = [
             threading.Thread(
-                target=self._serve_lane, args=(lane, warm), name=f"simsvc-worker-lane_{i}"
+                target=self._serve_lane,
+                args=(lane, warm),
+                name=f"simsvc-worker-lane_{i}",
+                daemon=True,
             )
             for i, lane in enumerate(self._lanes)
         ]
