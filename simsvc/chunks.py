@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any, TypedDict, overload
 
 import numpy as np
@@ -95,20 +95,22 @@ def _decoded(row: EncodedRow) -> Replication:
     )
 
 
-def simulate_chunk(scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int, int]]) -> Chunk:
+def simulate_chunk(
+    scenarios: ScenarioPlan, seed: int, pairs: Sequence[tuple[int, int]] | np.ndarray[Any, Any]
+) -> Chunk:
     """Run (scenario_id, replication) pairs; module-level so that any executor can ship it.
 
-    Everything per row happens here, where the chunk is computed: the metrics JSON and
-    each unit's moments. The streams of the chunk's replications are computed together,
-    and a model with a batch form (`Model.simulate_batch`) computes a unit's
+    `pairs` is a sequence of pairs or an (n, 2) integer array of them, as the runner
+    sends. Everything per row happens here, where the chunk is computed: the metrics
+    JSON and each unit's moments. The streams of the chunk's replications are computed
+    together, and a model with a batch form (`Model.simulate_batch`) computes a unit's
     replications at once. The rows come back unit by unit, units in the order they first
     appear in `pairs`, each unit's rows in the order of its pairs: stored so, a unit's
     rows of a chunk are neighbours in the table, which an export reads unit by unit.
     """
-    if not pairs:
+    if not len(pairs):
         return Chunk([], {})
-    flat = np.fromiter(chain.from_iterable(pairs), dtype=np.int64, count=2 * len(pairs))
-    table = flat.reshape(len(pairs), 2)
+    table = np.asarray(pairs, dtype=np.int64).reshape(len(pairs), 2)
     replications, position = np.unique(table[:, 1], return_inverse=True)
     streams = Streams(seed, replications)
     rows: list[EncodedRow] = []

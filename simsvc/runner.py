@@ -14,13 +14,12 @@ import asyncio
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import chain, cycle, filterfalse, repeat
-from operator import itemgetter
 from typing import Any, Protocol, TypeVar
+
+import numpy as np
 
 from .backends import Backend
 from .chunks import Chunk, simulate_chunk
@@ -56,6 +55,8 @@ DEFAULT_CHUNK_TIMEOUT_S = 300.0
 ABANDON_WAIT_S = 1.0
 
 Pair = tuple[int, int]  # (unit id, replication)
+# A chunk's pairs: an (n, 2) int64 array of (unit id, replication) rows.
+Pairs = np.ndarray[Any, np.dtype[np.int64]]
 T = TypeVar("T")
 
 
@@ -234,17 +235,10 @@ class Runner:
         in_flight: dict[asyncio.Task[Chunk], None] = {}
         chunks = self._chunks(job, batch)
         try:
-            while True:
-                # Read at every top-up: a cluster's capacity may change during a run.
-                while len(in_flight) >= self._window(job):
-                    await self._store_first(job, in_flight)
-                # Made only now, so it is sized by every chunk timed so far.
-                chunk = await anext(chunks, None)
-                if chunk is None:
-                    break
-                in_flight[asyncio.ensure_future(self._compute(job, chunk))] = None
+            await self._top_up(job, in_flight, chunks)
             while in_flight:
-                await self._store_first(job, in_flight)
+                await self._store_first(job, in_flight, chunks)
+                await self._top_up(job, in_flight, chunks)
         finally:
             # Chunks nobody will store: a process backend kills the workers computing them
             # as it sees the cancel. Waited for, so that a cancelled run has let go of its
@@ -261,25 +255,25 @@ class Runner:
     def _window(self, job: Job) -> int:
         return 1 if job.pace_s > 0 else 2 * max(1, self.backend.workers)
 
-    async def _chunks(self, job: Job, batch: Batch) -> AsyncGenerator[list[Pair], None]:
+    async def _chunks(self, job: Job, batch: Batch) -> AsyncGenerator[Pairs, None]:
         """The batch's pairs not yet stored, replication-major, a chunk at a time.
 
-        Pairs are made and cut a block at a time by C iterators and slices: no bytecode
-        runs per pair on the event loop.
+        Pairs are made and cut a block at a time as arrays: no bytecode runs per pair
+        on the event loop.
         """
         step = max(1, LOOKUP_PAIRS // max(1, len(batch.units)))
         work = max((pair_work(job, u) for u in batch.units), default=1.0)
         left = len(batch)  # pairs of the blocks not yet made
-        pending: list[Pair] = []
+        pending = block_pairs((), 1, 0)
         for first in range(batch.first, batch.last + 1, step):
             last = min(batch.last, first + step - 1)
             block = block_pairs(batch.units, first, last)
             left -= len(block)
             if job.resumed:
                 stored = await job.sink.stored(job.run_id, batch.units, first, last)
-                block = list(filterfalse(stored.__contains__, block))
-            pending += block
-            while pending:
+                block = without_pairs(block, stored)
+            pending = np.concatenate((pending, block)) if len(pending) else block
+            while len(pending):
                 # Sized when the chunk is wanted, by what is known and left now.
                 size = self._chunk_size(job, left + len(pending), work)
                 if len(pending) < size and last < batch.last:
@@ -293,15 +287,43 @@ class Runner:
         workers = self.backend.workers
         return chunk_size(left, work, job.seconds_per_work, workers, job.row_bytes)
 
-    async def _store_first(self, job: Job, in_flight: dict[asyncio.Task[Chunk], None]) -> None:
+    async def _top_up(
+        self,
+        job: Job,
+        in_flight: dict[asyncio.Task[Chunk], None],
+        chunks: AsyncGenerator[Pairs, None],
+    ) -> None:
+        """Send chunks until the backend has its window of chunks to compute, or none is left.
+
+        Chunks computed but not yet stored do not count: they no longer hold a worker.
+        """
+        # Read at every top-up: a cluster's capacity may change during a run.
+        while sum(not task.done() for task in in_flight) < self._window(job):
+            # Made only now, so it is sized by every chunk timed so far.
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                return
+            in_flight[asyncio.ensure_future(self._compute(job, chunk))] = None
+
+    async def _store_first(
+        self,
+        job: Job,
+        in_flight: dict[asyncio.Task[Chunk], None],
+        chunks: AsyncGenerator[Pairs, None],
+    ) -> None:
+        """Store the chunks that are computed first, in the order they were sent."""
         done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        if job.pace_s == 0:
+            # The workers get their next chunks before these are stored, so that none
+            # waits for storage; a paced run computes nothing ahead of its pace.
+            await self._top_up(job, in_flight, chunks)
         for task in [t for t in in_flight if t in done]:
             del in_flight[task]
             await job.sink.results_ready(job.run_id, task.result())
             if job.pace_s > 0:
                 await asyncio.sleep(job.pace_s)
 
-    async def _compute(self, job: Job, chunk: list[Pair]) -> Chunk:
+    async def _compute(self, job: Job, chunk: Pairs) -> Chunk:
         try:
             async with asyncio.timeout(self.chunk_timeout_s):
                 answer: tuple[float, Chunk] = await self.backend.submit(
@@ -318,15 +340,26 @@ class Runner:
         return rows
 
 
-def block_pairs(units: Sequence[int], first: int, last: int) -> list[Pair]:
+def block_pairs(units: Sequence[int], first: int, last: int) -> Pairs:
     """(unit, r) for r in first..last and each of `units`, replication-major."""
-    reps = map(repeat, range(first, last + 1), repeat(len(units)))
-    return list(zip(cycle(units), chain.from_iterable(reps)))
+    reps = np.arange(first, last + 1, dtype=np.int64)
+    column = np.asarray(units, dtype=np.int64)
+    pairs: Pairs = np.column_stack((np.tile(column, len(reps)), np.repeat(reps, len(column))))
+    return pairs
 
 
-def chunk_plan(plan: ScenarioPlan, chunk: Sequence[Pair]) -> ScenarioPlan:
+def without_pairs(block: Pairs, stored: set[Pair]) -> Pairs:
+    """The pairs of `block` that are not in `stored`, in their order."""
+    if not stored:
+        return block
+    keep = [pair not in stored for pair in zip(*block.T.tolist(), strict=True)]
+    kept: Pairs = block[np.array(keep, dtype=bool)]
+    return kept
+
+
+def chunk_plan(plan: ScenarioPlan, chunk: Pairs) -> ScenarioPlan:
     """The part of a plan that a chunk uses: a sweep of 10,000 points ships a few, not all."""
-    return {unit: plan[unit] for unit in dict.fromkeys(map(itemgetter(0), chunk))}
+    return {unit: plan[unit] for unit in np.unique(chunk[:, 0]).tolist()}
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
@@ -341,10 +374,10 @@ def pair_work(job: Job, unit: int) -> float:
     return max(model.work(params), 1.0)
 
 
-def learn_speed(job: Job, chunk: Sequence[Pair], seconds: float) -> None:
+def learn_speed(job: Job, chunk: Pairs, seconds: float) -> None:
     """Fold a timed chunk into the job's estimate of seconds per work unit."""
-    counts = Counter(map(itemgetter(0), chunk))
-    work = sum(pair_work(job, unit) * n for unit, n in counts.items())
+    units, counts = np.unique(chunk[:, 0], return_counts=True)
+    work = sum(pair_work(job, u) * n for u, n in zip(units.tolist(), counts.tolist(), strict=True))
     measured = max(seconds, 1e-9) / work
     known = job.seconds_per_work
     job.seconds_per_work = (

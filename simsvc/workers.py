@@ -19,12 +19,12 @@ Everything a worker runs is a module-level function, so that it works with `spaw
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import importlib
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -82,23 +82,32 @@ class _Lane:
             theirs.close()
             self._process, self._conn = process, ours
 
-    def call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        """Run `fn(*args)` in this lane's process; blocks this thread until it answers."""
+    def call(
+        self, fn: Callable[..., T], args: tuple[Any, ...], sent: Callable[[], None] = lambda: None
+    ) -> T:
+        """Run `fn(*args)` in this lane's process; blocks this thread until it answers.
+
+        `sent` is called once the call is on its way to the process.
+        """
         self.start()
         process, conn = self._process, self._conn
         # Checked after `start` has published the process: a `stop` racing with it
         # either sees the process and kills it, or is seen here.
         if self.abandoned or process is None or conn is None:
             raise _Abandoned
+        answer: tuple[bool, Any] | None = None
         try:
             conn.send((fn, args))
+            sent()
             if conn in wait([conn, process.sentinel]):
-                ok, value = conn.recv()
-                if ok:
-                    return value  # type: ignore[no-any-return]
-                raise value
+                answer = conn.recv()
         except (EOFError, OSError):
             pass  # the process ended mid-call: told apart below
+        if answer is not None:
+            ok, value = answer
+            if ok:
+                return value  # type: ignore[no-any-return]
+            raise value  # the call's own error, an OSError as any other
         pid = process.pid
         with self._lock:
             code = self._discard()
@@ -147,11 +156,28 @@ class _Lane:
         return code
 
 
+class _Call:
+    """A call waiting for a lane or computing on one; its answer goes to `future`."""
+
+    __slots__ = ("abandoned", "args", "fn", "future", "lane", "loop")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Any] = self.loop.create_future()
+        self.lane: _Lane | None = None  # the lane computing it, while one does
+        self.abandoned = False
+
+
 class WorkerPool:
     """`size` worker processes, each computing one call at a time.
 
-    A new worker imports the `preload` modules before it takes work, so that a worker
-    started to replace a stopped one is ready when the next chunk comes.
+    Calls wait in one queue, and each lane's thread takes the next as soon as its
+    process has answered the last: a worker goes from one chunk to the next without
+    waiting for the event loop. A new worker imports the `preload` modules before it
+    takes work, so that a worker started to replace a stopped one is ready when the
+    next chunk comes.
     """
 
     def __init__(self, size: int, method: str, preload: tuple[str, ...] = ()) -> None:
@@ -162,53 +188,118 @@ class WorkerPool:
             # Forked from a server that has imported them: a new worker is ready at once.
             context.set_forkserver_preload(list(preload))
         self._lanes = [_Lane(context, self._closing, preload) for _ in range(size)]
-        self._idle: asyncio.Queue[_Lane] = asyncio.Queue()
-        for lane in self._lanes:
-            self._idle.put_nowait(lane)
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # Held while a lane takes or lets go of a call, and while a call is abandoned, so
+        # that abandoning stops the lane computing that call and never the next one.
+        self._switch = threading.Lock()
         # One thread per lane waits on its process, so the event loop never blocks.
-        self._threads = concurrent.futures.ThreadPoolExecutor(size, "simsvc-worker-lane")
+        self._threads: list[threading.Thread] = []
 
     def warm_up(self) -> None:
         """Start every worker process now, so that the first run does not wait for them."""
-        for lane in self._lanes:
-            self._threads.submit(lane.start)
+        self._start_threads(warm=True)
+
+    def _start_threads(self, *, warm: bool) -> None:
+        if self._threads:
+            return
+        # Daemons: a pool never closed must not keep the interpreter from exiting.
+        self._threads = [
+            threading.Thread(
+                target=self._serve_lane,
+                args=(lane, warm),
+                name=f"simsvc-worker-lane_{i}",
+                daemon=True,
+            )
+            for i, lane in enumerate(self._lanes)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def submit(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in a worker; cancelling this kills the worker computing it."""
         if self._closing.is_set():
             raise RuntimeError("the worker pool is closed")
-        lane = await self._idle.get()
-        lane.abandoned = False
-        call = asyncio.get_running_loop().run_in_executor(self._threads, lane.call, fn, args)
+        self._start_threads(warm=False)
+        call = _Call(fn, args)
+        self._calls.put(call)
         try:
-            result = await asyncio.shield(call)
+            return await call.future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
-            lane.stop()
-            call.add_done_callback(lambda done: self._release(lane, done))
+            self._abandon(call)
             raise
-        except BaseException:
-            self._idle.put_nowait(lane)
-            raise
-        self._idle.put_nowait(lane)
-        return result
 
-    def _release(self, lane: _Lane, done: asyncio.Future[Any]) -> None:
-        """A stopped lane is idle again once its thread has replaced the process."""
-        if not done.cancelled():
-            done.exception()  # whatever it was, nobody waits for it any more
-        self._idle.put_nowait(lane)
+    def _abandon(self, call: _Call) -> None:
+        """Nobody waits for this call: drop it if queued, stop its worker if computing."""
+        with self._switch:
+            call.abandoned = True
+            if call.lane is not None:
+                call.lane.stop()
+
+    def _serve_lane(self, lane: _Lane, warm: bool) -> None:
+        """A lane's thread: compute the queued calls one after the other until closed.
+
+        An answer is handed to the event loop once the next call is on its way to the
+        worker (or none is queued): the loop then stores it while the worker computes,
+        and the worker never waits for the loop's thread to let this one run.
+        """
+        if warm:
+            lane._restart()
+        owed: list[tuple[_Call, tuple[bool, Any]]] = []  # answers not handed over yet
+
+        def hand_over() -> None:
+            for call, answer in owed:
+                call.loop.call_soon_threadsafe(_answer, call.future, answer)
+            owed.clear()
+
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                hand_over()  # before waiting for the next call
+                call = self._calls.get()
+            if call is None:
+                break
+            with self._switch:
+                if call.abandoned:
+                    continue
+                call.lane, lane.abandoned = lane, False
+            try:
+                if self._closing.is_set():
+                    raise RuntimeError("the worker pool is closed")
+                answer: tuple[bool, Any] = (True, lane.call(call.fn, call.args, hand_over))
+            except BaseException as exc:
+                answer = (False, exc)
+            hand_over()  # the call failed before it was sent
+            with self._switch:
+                call.lane = None
+            owed.append((call, answer))
+        hand_over()
 
     async def close(self) -> None:
         """Kill every worker, computing or not, and wait until each has ended."""
         self._closing.set()
         for lane in self._lanes:
             lane.stop()
+        for _ in self._threads:
+            self._calls.put(None)  # after every queued call, each of which now fails
         await asyncio.to_thread(self._shut)
 
     def _shut(self) -> None:
-        self._threads.shutdown(wait=True, cancel_futures=True)
+        for thread in self._threads:
+            thread.join()
         for lane in self._lanes:
             lane.shut()
+
+
+def _answer(future: asyncio.Future[Any], answer: tuple[bool, Any]) -> None:
+    """Hand a lane's answer to the waiting caller, if it still waits."""
+    if future.done():
+        return
+    ok, value = answer
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 # -- inside a worker process -----------------------------------------------------------

@@ -47,6 +47,14 @@ class HoldingModel(sim.Model):
 HOLDING = HoldingModel()
 
 
+def hold_once(port: int) -> int:
+    """Connect to a test's server on `port` and wait until it closes; the worker's pid."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"!")
+        sock.recv(1)
+    return os.getpid()
+
+
 @dataclass
 class Held:
     """One replication holding its worker: the worker's pid and the test's end."""

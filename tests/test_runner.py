@@ -129,6 +129,55 @@ async def test_a_huge_run_generates_only_the_chunks_in_flight() -> None:
     await runner.close()
 
 
+class SlowStorage(RecordingSink):
+    """A sink whose storing of a chunk lasts until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storing = asyncio.Event()
+        self.stored_may_end = asyncio.Event()
+
+    async def results_ready(self, run_id: int, rows: Sequence[chunks.Replication]) -> None:
+        self.storing.set()
+        await self.stored_may_end.wait()
+        await super().results_ready(run_id, rows)
+
+
+async def test_a_worker_gets_its_next_chunk_before_the_last_one_is_stored() -> None:
+    # Storing a chunk takes the service a while; a worker must not wait for it.
+    backend = HeldBackend(workers=1)
+    sink = SlowStorage()
+    runner = Runner(backend)
+    task = runner.start(job(8, sink, 1, 10_000))
+    await backend.until(2)  # the window: one computing, one queued
+    backend.finish(0)
+    async with asyncio.timeout(10):
+        await sink.storing.wait()
+    await backend.until(3)  # sent while the first is still being stored
+    assert not sink.stored_may_end.is_set()
+    sink.stored_may_end.set()
+    assert runner.cancel(8)
+    await task
+    await runner.close()
+
+
+async def test_a_paced_run_computes_nothing_ahead_of_its_pace() -> None:
+    backend = HeldBackend(workers=2)
+    sink = SlowStorage()
+    runner = Runner(backend)
+    task = runner.start(job(9, sink, 1, 10, pace_s=0.001))
+    await backend.until(1)
+    backend.finish(0)
+    async with asyncio.timeout(10):
+        await sink.storing.wait()
+    assert len(backend.chunks) == 1  # the next replication waits for this one's pace
+    sink.stored_may_end.set()
+    await backend.until(2)
+    assert runner.cancel(9)
+    await task
+    await runner.close()
+
+
 async def test_a_chunk_past_the_time_limit_fails_the_run_with_the_limit() -> None:
     backend = HeldBackend(workers=1)
     sink = RecordingSink()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,10 @@ from simsvc.runner import (
     chunk_size,
 )
 from simsvc.web import Config, create_app
+from simsvc.workers import WorkerPool
 
 from .conftest import Client, start_run, wait_for_run
-from .holding_model import HOLDING, Held, Holder
+from .holding_model import HOLDING, Held, Holder, hold_once
 from .test_process import read_db
 from .test_runner import HeldBackend, RecordingSink
 
@@ -109,6 +112,34 @@ async def test_shutdown_kills_busy_workers_and_marks_the_run_interrupted(
     assert read_db(path, "SELECT status FROM runs WHERE run_id = ?", (run_id,)) == [
         ("interrupted",)
     ]
+
+
+async def test_a_worker_takes_its_next_call_without_waiting_for_the_event_loop() -> None:
+    # Between two chunks the event loop may be busy storing the last one: the worker
+    # must not sit idle until the loop has handed it the next.
+    pool = WorkerPool(1, "forkserver")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(30)
+        port = server.getsockname()[1]
+        calls = [asyncio.ensure_future(pool.submit(hold_once, port)) for _ in range(2)]
+        await asyncio.sleep(0)  # both calls are submitted
+        # From here on the event loop is blocked: the second call arrives without it.
+        for _ in calls:
+            held, _ = server.accept()
+            assert held.recv(1) == b"!"
+            held.close()
+    pids = await asyncio.gather(*calls)
+    assert pids[0] == pids[1]  # one worker computed both, one after the other
+    await pool.close()
+
+
+async def test_an_oserror_raised_by_a_call_is_its_answer_and_the_worker_lives_on() -> None:
+    pool = WorkerPool(1, "forkserver")
+    pid = await pool.submit(os.getpid)
+    with pytest.raises(FileNotFoundError):
+        await pool.submit(os.stat, "/nonexistent/simsvc")
+    assert await pool.submit(os.getpid) == pid
+    await pool.close()
 
 
 # -- chunks sized by time --------------------------------------------------------------
