@@ -20,6 +20,7 @@ import aiosqlite
 from . import moments
 from .db_connection import (
     ACTIVE,
+    BUSY_TIMEOUT_MS,
     INGESTED,
     KPIS,
     Conflict,
@@ -105,7 +106,6 @@ __all__ = [
     "utcnow",
 ]
 
-BUSY_TIMEOUT_MS = 5000
 # A finished run of at most this many rows gets the exact two-pass moments (about 0.1 s).
 EXACT_FINISH_ROWS = 10_000
 

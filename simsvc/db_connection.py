@@ -21,6 +21,7 @@ import aiosqlite
 from . import moments
 from .moments import Moments as Moments
 
+BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another connection's lock
 INGESTED = 0  # run key of rows stored by POST /api/results under the scenario's current params
 KPIS = ("total_labor_costs", "ontime_delivery_rate")
 ACTIVE = ("queued", "running")

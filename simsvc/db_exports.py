@@ -9,13 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from .db_connection import MetricForm, NotFound, dumps_json
+from .db_connection import BUSY_TIMEOUT_MS, MetricForm, NotFound, dumps_json
 from .db_stats import StatsStore
 from .jsontext import MetricKinds
 from .moments import Moments as Moments
 
 EXPORT_BATCH_ROWS = 5_000  # rows an export reads at a time
-READER_BUSY_TIMEOUT_MS = 5000
 _LAST_KEY = 2**63 - 1  # past every scenario id and replication
 
 Batch = list[tuple[Any, ...]]
@@ -247,7 +246,7 @@ class _Reader:
 def _open_read_only(file: str) -> sqlite3.Connection:
     uri = Path(file).resolve().as_uri() + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout={READER_BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 

@@ -237,7 +237,12 @@ class Runner:
         try:
             await self._top_up(job, in_flight, chunks)
             while in_flight:
-                await self._store_first(job, in_flight, chunks)
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                if job.pace_s == 0:
+                    # The workers get their next chunks before these are stored, so that
+                    # none waits for storage; a paced run computes nothing ahead of its pace.
+                    await self._top_up(job, in_flight, chunks)
+                await self._store(job, in_flight, done)
                 await self._top_up(job, in_flight, chunks)
         finally:
             # Chunks nobody will store: a process backend kills the workers computing them
@@ -305,18 +310,10 @@ class Runner:
                 return
             in_flight[asyncio.ensure_future(self._compute(job, chunk))] = None
 
-    async def _store_first(
-        self,
-        job: Job,
-        in_flight: dict[asyncio.Task[Chunk], None],
-        chunks: AsyncGenerator[Pairs, None],
+    async def _store(
+        self, job: Job, in_flight: dict[asyncio.Task[Chunk], None], done: set[asyncio.Task[Chunk]]
     ) -> None:
-        """Store the chunks that are computed first, in the order they were sent."""
-        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        if job.pace_s == 0:
-            # The workers get their next chunks before these are stored, so that none
-            # waits for storage; a paced run computes nothing ahead of its pace.
-            await self._top_up(job, in_flight, chunks)
+        """Store the computed chunks `done`, in the order they were sent."""
         for task in [t for t in in_flight if t in done]:
             del in_flight[task]
             await job.sink.results_ready(job.run_id, task.result())

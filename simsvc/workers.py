@@ -111,7 +111,7 @@ class _Lane:
         pid = process.pid
         with self._lock:
             code = self._discard()
-        self._restart()
+        self.start_early()
         if self.abandoned or self._closing.is_set():
             raise _Abandoned
         raise WorkerDied(f"worker process {pid} died (exit code {code}) while computing")
@@ -132,7 +132,7 @@ class _Lane:
                 self._process.kill()
                 self._discard()
 
-    def _restart(self) -> None:
+    def start_early(self) -> None:
         """Start the next process now, so the next call does not wait for it."""
         try:
             self.start()
@@ -243,7 +243,7 @@ class WorkerPool:
         and the worker never waits for the loop's thread to let this one run.
         """
         if warm:
-            lane._restart()
+            lane.start_early()
         owed: list[tuple[_Call, tuple[bool, Any]]] = []  # answers not handed over yet
 
         def hand_over() -> None:
