@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import aiosqlite
 
@@ -114,7 +114,7 @@ class Database(ExportReads):
     """The service's single SQLite connection; every method is one short transaction."""
 
     @classmethod
-    async def open(cls, path: str | Path, initial: InitialScenarios = ()) -> Database:
+    async def open(cls, path: str | Path, initial: InitialScenarios = ()) -> Self:
         """Open (or create) simsvc's database; UnusableDatabase says why it cannot be used.
 
         A file made by another program is refused before anything is written to it.

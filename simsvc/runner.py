@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -321,10 +321,11 @@ class Runner:
                 await asyncio.sleep(job.pace_s)
 
     async def _compute(self, job: Job, chunk: Pairs) -> Chunk:
+        units = chunk_units(chunk)
         try:
             async with asyncio.timeout(self.chunk_timeout_s):
                 answer: tuple[float, Chunk] = await self.backend.submit(
-                    timed, simulate_chunk, chunk_plan(job.plan, chunk), job.seed, chunk
+                    timed, simulate_chunk, chunk_plan(job.plan, units), job.seed, chunk
                 )
         except TimeoutError:
             raise ChunkTimeout(
@@ -332,7 +333,7 @@ class Runner:
                 f"{self.chunk_timeout_s:g} s per chunk; the run was stopped"
             ) from None
         seconds, rows = answer
-        learn_speed(job, chunk, seconds)
+        learn_speed(job, units, seconds)
         learn_row_bytes(job, rows)
         return rows
 
@@ -354,9 +355,15 @@ def without_pairs(block: Pairs, stored: set[Pair]) -> Pairs:
     return kept
 
 
-def chunk_plan(plan: ScenarioPlan, chunk: Pairs) -> ScenarioPlan:
-    """The part of a plan that a chunk uses: a sweep of 10,000 points ships a few, not all."""
-    return {unit: plan[unit] for unit in np.unique(chunk[:, 0]).tolist()}
+def chunk_units(chunk: Pairs) -> dict[int, int]:
+    """Each unit of a chunk with the number of its pairs there, in the units' order."""
+    units, counts = np.unique(chunk[:, 0], return_counts=True)
+    return dict(zip(units.tolist(), counts.tolist(), strict=True))
+
+
+def chunk_plan(plan: ScenarioPlan, units: Iterable[int]) -> ScenarioPlan:
+    """The part of a plan that a chunk's units use: a sweep of 10,000 points ships a few."""
+    return {unit: plan[unit] for unit in units}
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
@@ -371,10 +378,10 @@ def pair_work(job: Job, unit: int) -> float:
     return max(model.work(params), 1.0)
 
 
-def learn_speed(job: Job, chunk: Pairs, seconds: float) -> None:
-    """Fold a timed chunk into the job's estimate of seconds per work unit."""
-    units, counts = np.unique(chunk[:, 0], return_counts=True)
-    work = sum(pair_work(job, u) * n for u, n in zip(units.tolist(), counts.tolist(), strict=True))
+def learn_speed(job: Job, units: Mapping[int, int], seconds: float) -> None:
+    """Fold a timed chunk (`units`: each unit and its pair count) into the job's estimate
+    of seconds per work unit."""
+    work = sum(pair_work(job, unit) * n for unit, n in units.items())
     measured = max(seconds, 1e-9) / work
     known = job.seconds_per_work
     job.seconds_per_work = (

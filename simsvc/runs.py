@@ -44,6 +44,7 @@ import numpy as np
 
 from . import __version__, analysis, chunks, db, sim
 from .hub import Hub
+from .jsontext import MetricKinds
 from .openapi import MAX_REPLICATIONS
 from .runner import Batch, Finish, Job, Pair, PlainProcedure, Procedure, Runner
 from .schema import FieldError, InvalidInput
@@ -194,10 +195,14 @@ class RunEvents:
         self._last_progress: dict[int, float] = {}
         self._unsent: set[int] = set()
         self._progress_cost: dict[int, float] = {}  # seconds the last progress event took
+        # The metrics keys and kinds each running run has recorded since it (re)started:
+        # a chunk sends only those it adds, and a model's usual keys cost one write a run.
+        self._recorded_keys: dict[int, MetricKinds] = {}
 
     async def run_started(self, run_id: int) -> None:
         # Owed until a progress event goes out, even if no replication is left to run.
         self._unsent.add(run_id)
+        self._recorded_keys[run_id] = {}
         run = await self._db.mark_started(run_id)
         self._events.broadcast_event("run.started", {"run_id": run_id, "run": run_view(run)})
 
@@ -205,7 +210,11 @@ class RunEvents:
         return await self._db.stored_replications(run_id, units, first, last)
 
     async def results_ready(self, run_id: int, rows: chunks.Chunk) -> None:
-        done, run_total = await self._db.store_chunk(run_id, rows.rows, rows.moments, rows.keys)
+        recorded = self._recorded_keys.setdefault(run_id, {})
+        new = unrecorded_kinds(rows.keys, recorded)
+        done, run_total = await self._db.store_chunk(run_id, rows.rows, rows.moments, new)
+        for key, kinds in new.items():
+            recorded.setdefault(key, set()).update(kinds)
         now = time.monotonic()
         # A run over many scenarios makes each progress event dear: space them out so
         # that they take at most a tenth of the event loop.
@@ -242,6 +251,7 @@ class RunEvents:
             await self._send_progress(run_id, run["done"], run["total"])
         self._last_progress.pop(run_id, None)
         self._progress_cost.pop(run_id, None)
+        self._recorded_keys.pop(run_id, None)
         run = await self._db.finish_run(run_id, status, error, stopped_because)
         results = await self._aggregates.compute(run_id)
         self._events.broadcast_event(
@@ -249,6 +259,12 @@ class RunEvents:
         )
         if status == "completed":
             self._results.broadcast(await self._aggregates.encoded())
+
+
+def unrecorded_kinds(keys: MetricKinds, recorded: MetricKinds) -> MetricKinds:
+    """The keys and kinds of `keys` that `recorded` lacks."""
+    new = {key: kinds - recorded.get(key, set()) for key, kinds in keys.items()}
+    return {key: kinds for key, kinds in new.items() if kinds}
 
 
 # -- the owner ----------------------------------------------------------------------

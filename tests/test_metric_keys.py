@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from simsvc import chunks, db, exports, jsontext, sim
+from simsvc import chunks, db, exports, jsontext, runs, sim
 from simsvc.db import Database
+from simsvc.hub import Hub
+from simsvc.stats import AggregateCache
 from simsvc.streams import Streams
 
 from .test_exports import OddMetricsModel
@@ -288,5 +290,86 @@ async def test_a_row_stored_while_an_export_begins_is_in_it_only_with_its_column
         # in it, rather than in it without its column.
         assert [int(row[2]) for row in rows] == list(range(1, 31))
         assert header == list(exports.CSV_FIXED)
+    finally:
+        await database.close()
+
+
+class _KeysSpy(Database):
+    """Records the keys each `store_chunk` is given; fails the store when told to."""
+
+    sent: list[jsontext.MetricKinds]
+    fail_next = False
+
+    async def store_chunk(self, run_id: int, rows: Any, stats: Any, keys: Any) -> tuple[int, int]:
+        self.sent.append({key: set(kinds) for key, kinds in keys.items()})
+        if self.fail_next:
+            self.fail_next = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return await super().store_chunk(run_id, rows, stats, keys)
+
+
+async def _sink_and_run(pairs: int) -> tuple[_KeysSpy, runs.RunEvents, int]:
+    database = await _KeysSpy.open(":memory:", [("a", "odd", {})])
+    database.sent = []
+    sink = runs.RunEvents(database, AggregateCache(database), Hub("events"), Hub("results"))
+    run = await database.create_run([1], pairs, 5, 0.0, {}, {})
+    await sink.run_started(run["run_id"])
+    return database, sink, run["run_id"]
+
+
+async def test_a_running_run_sends_each_metrics_key_and_kind_to_storage_once() -> None:
+    pairs = [(1, r) for r in range(1, 61)]
+    database, sink, run_id = await _sink_and_run(len(pairs))
+    try:
+        parts = [pairs[i : i + 6] for i in range(0, len(pairs), 6)]
+        computed = [chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, p) for p in parts]
+        for chunk in computed:
+            await sink.results_ready(run_id, chunk)
+        # Every key and kind went to storage exactly once, with the first chunk that had it.
+        sent = [
+            (key, kind) for keys in database.sent for key, kinds in keys.items() for kind in kinds
+        ]
+        assert len(sent) == len(set(sent))
+        union: jsontext.MetricKinds = {}
+        for chunk in computed:
+            for key, kinds in chunk.keys.items():
+                union.setdefault(key, set()).update(kinds)
+        assert set(sent) == {(key, kind) for key, kinds in union.items() for kind in kinds}
+        assert database.sent[0] == computed[0].keys
+        assert {} in database.sent[1:]  # a chunk with nothing new sends nothing
+        # What storage recorded is what the rows hold.
+        bound = await database.export_bound(run_id)
+        assert await database.export_metric_keys(run_id) == union
+        assert union == await database._scan_metric_keys(run_id, bound)
+    finally:
+        await database.close()
+
+
+async def test_keys_of_a_chunk_whose_store_failed_are_sent_again_with_the_next() -> None:
+    pairs = [(1, r) for r in range(1, 13)]
+    database, sink, run_id = await _sink_and_run(len(pairs))
+    try:
+        first = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[:6])
+        database.fail_next = True
+        with pytest.raises(sqlite3.OperationalError):
+            await sink.results_ready(run_id, first)
+        second = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[6:])
+        await sink.results_ready(run_id, second)
+        assert database.sent[1] == second.keys  # nothing of the failed chunk counted as stored
+        assert await database.export_metric_keys(run_id) == second.keys
+    finally:
+        await database.close()
+
+
+async def test_a_restarted_run_records_its_keys_again() -> None:
+    pairs = [(1, r) for r in range(1, 13)]
+    database, sink, run_id = await _sink_and_run(len(pairs))
+    try:
+        first = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[:6])
+        await sink.results_ready(run_id, first)
+        await sink.run_started(run_id)  # resumed or extended: its keys are sent afresh
+        again = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[6:])
+        await sink.results_ready(run_id, again)
+        assert database.sent[1] == again.keys
     finally:
         await database.close()
