@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -157,6 +158,37 @@ def thread_cpu_s(pid: int) -> tuple[float, float]:
     times = process.cpu_times()
     loop = 0.0 if main is None else main.user_time + main.system_time
     return loop, times.user + times.system
+
+
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's main thread (its event loop), to the nanosecond on Linux."""
+    path = Path(f"/proc/{pid}/task/{pid}/schedstat")
+    if path.exists():
+        return int(path.read_text().split()[0]) / 1e9
+    return thread_cpu_s(pid)[0]
+
+
+def tasks_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process's live threads, and of its children's, to the nanosecond.
+
+    Read from Linux's scheduler statistics (`/proc/<pid>/task/<tid>/schedstat`), where
+    psutil counts 10 ms ticks: a tick is 0.7 µs a row of a 15,000-row run. Threads that
+    have ended are not counted; the service's and its workers' live as long as they do.
+    Elsewhere, psutil's counts.
+    """
+    process = psutil.Process(pid)
+    children = process.children(recursive=True)
+    if not Path(f"/proc/{pid}/task").is_dir():
+        return sum(process.cpu_times()[:2]), sum(sum(c.cpu_times()[:2]) for c in children)
+    return _schedstat_s(pid), sum(_schedstat_s(child.pid) for child in children)
+
+
+def _schedstat_s(pid: int) -> float:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError):  # the thread or the process has just ended
+            total += int(task.read_text().split()[0])
+    return total / 1e9
 
 
 def peer(workdir: Path, reps: int = 3) -> Server:
