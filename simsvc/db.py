@@ -35,12 +35,12 @@ from .db_connection import (
     Scenario,
     ScenarioStats,
     UnusableDatabase,
-    _chunk_insert,
     _replications_once,
     _result,
     _result_tuples,
     _run,
     _scenario,
+    chunk_inserts,
     config_key,
     dumps_json,
     kpi_values,
@@ -422,14 +422,16 @@ class Database(ExportReads):
         """Commit a chunk computed elsewhere; returns the run's new done count and its total.
 
         `rows` are (scenario_id, replication, seed, total_labor_costs,
-        ontime_delivery_rate, metrics JSON text), bound to the insert as they are,
-        `stats` the chunk's moments and `keys` its metrics keys with their JSON types:
-        nothing here touches a row in Python. One transaction: a chunk and its keys are
-        stored whole or not at all. At most six calls to aiosqlite's thread whatever the
+        ontime_delivery_rate, metrics JSON text), bound to the inserts as they are, a
+        block of rows to a statement (`chunk_inserts`), `stats` the chunk's moments and
+        `keys` its metrics keys with their JSON types: no bytecode runs per row, and the
+        blocks are made on aiosqlite's thread. One transaction: a chunk and its keys are
+        stored whole or not at all. At most seven calls to aiosqlite's thread whatever the
         chunk's size, each of which wakes the event loop once.
         """
         async with self._transaction() as conn:
-            await conn.executemany(_chunk_insert(run_id, utcnow()), rows)
+            for insert, parameters in chunk_inserts(run_id, utcnow(), rows):
+                await conn.executemany(insert, parameters)
             await self._add_metric_keys(run_id, keys)
             await self._add_stats(run_id, stats)
             counts = await conn.execute_fetchall(

@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, Literal, TypedDict
 
 import aiosqlite
@@ -309,23 +309,45 @@ def _result_tuples(
     ]
 
 
-def _chunk_insert(run_id: int, now: str) -> str:
-    """The insert of a chunk's rows, bound to it exactly as the worker sent them.
+# A chunk's rows go to SQLite this many to a statement: per row, one statement of 32 rows
+# costs SQLite about a fifth less than 32 statements of one (one step, one reset and one
+# release of the GIL a statement, not a row; measured 2.1 against 2.7 µs a row).
+INSERT_BLOCK_ROWS = 32
 
-    The run and the time are the same for every row: written into the statement, they
-    cost nothing per row, where binding them made two tuples a row. Both are the
-    service's own values, an integer and `utcnow()`'s digits, never a user's text.
-    """
-    if not _TIMESTAMP.fullmatch(now):
-        raise ValueError(f"not a timestamp made by utcnow: {now!r}")
+
+def _rows_insert(count: int) -> str:
+    """An insert of `count` rows of one run, stored at one time: `?1` is the run, `?2`
+    the time, then each row's six values as a chunk holds them."""
+    rows = ", ".join(
+        "(?1, " + ", ".join(f"?{3 + 6 * i + k}" for k in range(6)) + ", ?2)" for i in range(count)
+    )
     return (
         "INSERT INTO results (run_id, scenario_id, replication, seed, total_labor_costs,"
-        f" ontime_delivery_rate, metrics, created_at) VALUES ({int(run_id)}, ?, ?, ?, ?, ?, ?,"
-        f" '{now}')"
+        f" ontime_delivery_rate, metrics, created_at) VALUES {rows}"
     )
 
 
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_BLOCK_INSERT = _rows_insert(INSERT_BLOCK_ROWS)
+_ROW_INSERT = _rows_insert(1)
+
+
+def chunk_inserts(
+    run_id: int, now: str, rows: Sequence[Sequence[Any]]
+) -> list[tuple[str, Iterator[tuple[Any, ...]]]]:
+    """The statements that insert a chunk's rows, in the rows' order, each with its
+    parameters: blocks of `INSERT_BLOCK_ROWS` rows, then the rest a row at a time.
+
+    The statements' text never changes, so SQLite prepares each once; the parameters
+    are made as SQLite takes them, on the database's thread.
+    """
+    whole = len(rows) - len(rows) % INSERT_BLOCK_ROWS
+    blocks = (
+        (run_id, now, *chain.from_iterable(rows[i : i + INSERT_BLOCK_ROWS]))
+        for i in range(0, whole, INSERT_BLOCK_ROWS)
+    )
+    singles = ((run_id, now, *row) for row in rows[whole:])
+    inserts = [(_BLOCK_INSERT, blocks, whole), (_ROW_INSERT, singles, len(rows) - whole)]
+    return [(sql, parameters) for sql, parameters, count in inserts if count]
 
 
 def _replications_once(rows: Sequence[ResultRow]) -> dict[int, list[int]]:

@@ -113,6 +113,49 @@ async def test_a_failing_chunk_store_leaves_nothing_of_it() -> None:
         await database.close()
 
 
+_IN_ORDER = (
+    "SELECT run_id, scenario_id, replication, seed, total_labor_costs, ontime_delivery_rate,"
+    " metrics, created_at FROM results ORDER BY result_id"
+)
+
+
+@pytest.mark.parametrize("size", [1, 31, 32, 33, 64, 97])
+async def test_a_chunk_of_any_size_is_stored_row_for_row_in_its_order(size: int) -> None:
+    # Blocks of rows to a statement, then the rest a row at a time: every row, every
+    # value in its column, in the chunk's order, and one time for the chunk.
+    database = await Database.open(":memory:", [("a", "odd", {}), ("b", "uniform", {})])
+    plan: sim.ScenarioPlan = {1: (OddMetricsModel(), {}), 2: (sim.UNIFORM, {})}
+    try:
+        run = await database.create_run([1, 2], size, 5, 0.0, {}, {})
+        pairs = [(unit, r) for r in range(1, size + 1) for unit in (1, 2)][:size]
+        chunk = chunks.simulate_chunk(plan, 5, pairs)
+        done, _ = await database.store_chunk(run["run_id"], chunk.rows, chunk.moments, chunk.keys)
+        stored = [tuple(row) for row in await database._all(_IN_ORDER)]
+        assert done == size
+        assert [row[1:7] for row in stored] == chunk.rows
+        assert {row[0] for row in stored} == {run["run_id"]}
+        assert len({row[7] for row in stored}) == 1
+    finally:
+        await database.close()
+
+
+@pytest.mark.parametrize("twice", [3, 40], ids=["in-a-block", "after-the-blocks"])
+async def test_a_chunk_failing_anywhere_in_its_rows_leaves_nothing_of_it(twice: int) -> None:
+    database = await Database.open(":memory:", [("a", "uniform", {})])
+    try:
+        run = await database.create_run([1], 100, 5, 0.0, {}, {})
+        first = chunks.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, twice)])
+        await database.store_chunk(run["run_id"], first.rows, first.moments, first.keys)
+        pairs = [(1, r) for r in range(1, 43)]  # 32 in a block, then 10 one by one
+        again = chunks.simulate_chunk({1: (sim.UNIFORM, {})}, 5, pairs)
+        with pytest.raises(Exception, match="UNIQUE"):
+            await database.store_chunk(run["run_id"], again.rows, again.moments, again.keys)
+        assert len(await database.run_results(run["run_id"])) == 1
+        assert (await database.get_run(run["run_id"]))["done"] == 1
+    finally:
+        await database.close()
+
+
 async def test_a_precision_run_decides_exactly_as_with_row_by_row_storage(client: Client) -> None:
     # The figures the service gave for this request when it stored each row itself.
     targets = {
