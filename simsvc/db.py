@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Self, cast
-
-import aiosqlite
 
 from . import moments
 from .db_connection import (
@@ -42,11 +41,18 @@ from .db_connection import (
     _scenario,
     chunk_inserts,
     config_key,
+    connect,
     dumps_json,
     kpi_values,
     utcnow,
 )
-from .db_exports import EXPORT_BATCH_ROWS, ExportReads, export_safe_key
+from .db_exports import (
+    ADD_METRIC_KEYS,
+    EXPORT_BATCH_ROWS,
+    ExportReads,
+    export_safe_key,
+    metric_key_rows,
+)
 from .db_schema import (
     _DROPPED_INDEXES,
     _EXPERIMENT_SCHEMA,
@@ -59,11 +65,13 @@ from .db_schema import (
     check_identity,
 )
 from .db_stats import (
+    MERGE_STATS,
     STATS_BATCH_ROWS,
     Samples,
     collect_samples,
     moments_of_samples,
     stats_of_rows,
+    stats_rows,
 )
 from .jsontext import MetricKinds, add_kinds
 from .moments import Moments as Moments
@@ -119,8 +127,9 @@ class Database(ExportReads):
 
         A file made by another program is refused before anything is written to it.
         """
+        conn = connect(str(path), isolation_level=None)
         try:
-            conn = await aiosqlite.connect(str(path), isolation_level=None)
+            await conn  # its thread opens the file
         except sqlite3.Error as exc:
             raise UnusableDatabase(_unusable(path, exc)) from None
         conn.row_factory = sqlite3.Row
@@ -424,23 +433,25 @@ class Database(ExportReads):
         `rows` are (scenario_id, replication, seed, total_labor_costs,
         ontime_delivery_rate, metrics JSON text), bound to the inserts as they are, a
         block of rows to a statement (`chunk_inserts`), `stats` the chunk's moments and
-        `keys` its metrics keys with their JSON types: no bytecode runs per row, and the
-        blocks are made on aiosqlite's thread. One transaction: a chunk and its keys are
-        stored whole or not at all. At most seven calls to aiosqlite's thread whatever the
-        chunk's size, each of which wakes the event loop once.
+        `keys` its metrics keys with their JSON types: no bytecode runs per row. One
+        transaction, run whole on aiosqlite's thread (`_write_chunk`): a chunk and its
+        keys are stored whole or not at all, and the event loop wakes once for it. A
+        caller cancelled meanwhile leaves it to finish there, committed or rolled back,
+        before the next statement.
         """
-        async with self._transaction() as conn:
-            for insert, parameters in chunk_inserts(run_id, utcnow(), rows):
-                await conn.executemany(insert, parameters)
-            await self._add_metric_keys(run_id, keys)
-            await self._add_stats(run_id, stats)
-            counts = await conn.execute_fetchall(
-                "UPDATE runs SET done = done + ? WHERE run_id = ? RETURNING done, total",
-                (len(rows), run_id),
-            )
-            self.generation += 1
-        (done, total), *_ = counts
-        return int(done), int(total)
+        write = partial(
+            _write_chunk,
+            run_id,
+            utcnow(),
+            rows,
+            stats_rows(run_id, stats),
+            metric_key_rows(run_id, keys),
+        )
+        async with self._lock:
+            try:
+                return await self._conn.run(write)
+            finally:
+                self.generation += 1  # stored, or perhaps stored if cancelled
 
     async def ingest_results(self, rows: Sequence[ResultRow]) -> int:
         """Store rows from an outside simulator, all or nothing."""
@@ -580,3 +591,31 @@ class Database(ExportReads):
             (run_id, scenario_id, replication),
         )
         return _result(rows[0]) if rows else None
+
+
+def _write_chunk(
+    run_id: int,
+    now: str,
+    rows: Sequence[Sequence[Any]],
+    stats: Sequence[tuple[Any, ...]],
+    keys: Sequence[tuple[int, str, str]],
+    conn: sqlite3.Connection,
+) -> tuple[int, int]:
+    """`Database.store_chunk`'s transaction, on aiosqlite's thread; the run's done and total."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for insert, parameters in chunk_inserts(run_id, now, rows):
+            conn.executemany(insert, parameters)
+        if keys:
+            conn.executemany(ADD_METRIC_KEYS, keys)
+        conn.executemany(MERGE_STATS, stats)
+        (done, total), *_ = conn.execute(
+            "UPDATE runs SET done = done + ? WHERE run_id = ? RETURNING done, total",
+            (len(rows), run_id),
+        ).fetchall()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return int(done), int(total)

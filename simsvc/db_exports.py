@@ -22,16 +22,21 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
+ADD_METRIC_KEYS = "INSERT OR IGNORE INTO run_metric_keys (run_id, key, kind) VALUES (?, ?, ?)"
+
+
+def metric_key_rows(run_id: int, keys: Mapping[str, Iterable[str]]) -> list[tuple[int, str, str]]:
+    """`ADD_METRIC_KEYS`' parameters for a run's metrics keys and their JSON types."""
+    return [(run_id, key, kind) for key, kinds in keys.items() for kind in kinds]
+
+
 class ExportReads(StatsStore):
     """A run's rows and metrics keys read for an export, batch by batch."""
 
     async def _add_metric_keys(self, run_id: int, keys: Mapping[str, Iterable[str]]) -> None:
         """Record metrics keys and their JSON types among a run's, in the caller's transaction."""
         if keys:
-            await self._conn.executemany(
-                "INSERT OR IGNORE INTO run_metric_keys (run_id, key, kind) VALUES (?, ?, ?)",
-                [(run_id, key, kind) for key, kinds in keys.items() for kind in kinds],
-            )
+            await self._conn.executemany(ADD_METRIC_KEYS, metric_key_rows(run_id, keys))
 
     async def export_metric_keys(self, run_id: int, bound: int | None = None) -> MetricKinds:
         """Every metrics key of a run's rows up to result id `bound` (default: all stored

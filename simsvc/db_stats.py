@@ -86,6 +86,35 @@ def _holding_every_draw(group: Sequence[_PoolRun]) -> _PoolRun | None:
     return None
 
 
+# `Moments.merge` (Chan et al.) written in SQL, term for term: a batch's moments merged
+# into the stored ones; the right-hand sides see the row's old values.
+MERGE_STATS = (
+    "INSERT INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2, m3)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
+    " n = n + excluded.n,"
+    # The weight first: a product of a huge difference and a count would overflow.
+    " mean = mean + (excluded.mean - mean) * (excluded.n * 1.0 / (n + excluded.n)),"
+    " m2 = m2 + excluded.m2"
+    " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
+    " / (n + excluded.n),"
+    " m3 = m3 + excluded.m3"
+    " + (excluded.mean - mean) * (excluded.mean - mean) * (excluded.mean - mean)"
+    " * n * excluded.n * (n - excluded.n) / ((n + excluded.n) * (n + excluded.n))"
+    " + 3.0 * (excluded.mean - mean) * (n * excluded.m2 - excluded.n * m2)"
+    " / (n + excluded.n)"
+)
+
+
+def stats_rows(run_key: int, batch: ScenarioStats) -> list[tuple[Any, ...]]:
+    """`MERGE_STATS`' parameters: a statement per (scenario, KPI) the batch touches."""
+    return [
+        (run_key, sid, kpi, m.n, m.mean, m.m2, m.m3)
+        for sid, per_kpi in batch.items()
+        for kpi, m in per_kpi.items()
+    ]
+
+
 class StatsStore(Connection):
     """The SQL of `kpi_stats`, and moments computed from stored rows."""
 
@@ -245,27 +274,7 @@ class StatsStore(Connection):
         batch costs one statement per (scenario, KPI) it touches, however many
         scenarios the run has; the right-hand sides see the row's old values.
         """
-        await self._conn.executemany(
-            "INSERT INTO kpi_stats (run_key, scenario_id, kpi, n, mean, m2, m3)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_key, scenario_id, kpi) DO UPDATE SET"
-            " n = n + excluded.n,"
-            # The weight first: a product of a huge difference and a count would overflow.
-            " mean = mean + (excluded.mean - mean) * (excluded.n * 1.0 / (n + excluded.n)),"
-            " m2 = m2 + excluded.m2"
-            " + (excluded.mean - mean) * (excluded.mean - mean) * n * excluded.n"
-            " / (n + excluded.n),"
-            " m3 = m3 + excluded.m3"
-            " + (excluded.mean - mean) * (excluded.mean - mean) * (excluded.mean - mean)"
-            " * n * excluded.n * (n - excluded.n) / ((n + excluded.n) * (n + excluded.n))"
-            " + 3.0 * (excluded.mean - mean) * (n * excluded.m2 - excluded.n * m2)"
-            " / (n + excluded.n)",
-            [
-                (run_key, sid, kpi, m.n, m.mean, m.m2, m.m3)
-                for sid, per_kpi in batch.items()
-                for kpi, m in per_kpi.items()
-            ],
-        )
+        await self._conn.executemany(MERGE_STATS, stats_rows(run_key, batch))
 
     async def _write_stats(self, run_key: int, stats: ScenarioStats) -> None:
         await self._conn.executemany(

@@ -7,12 +7,14 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
+import threading
 from typing import Any
 
 import psutil
 import pytest
 
-from simsvc import db
+from simsvc import chunks, db, sim
 
 from .conftest import Client, MakeClient, start_run, wait_for_run
 
@@ -27,6 +29,61 @@ async def test_a_cancelled_transaction_start_leaves_no_transaction_open() -> Non
             await pending
         created = await database.create_scenario("next", "warehouse", {})
         assert created["scenario_name"] == "next"
+    finally:
+        await database.close()
+
+
+async def test_a_chunk_store_cancelled_mid_write_is_stored_whole_and_counted() -> None:
+    # A chunk's transaction runs whole on aiosqlite's thread: the caller's cancel cannot
+    # cut it between its rows and the run's count, and the next transaction starts clean.
+    database = await db.Database.open(":memory:", [("a", "uniform", {})])
+    try:
+        run = await database.create_run([1], 40, 5, 0.0, {}, {})
+        chunk = chunks.simulate_chunk({1: (sim.UNIFORM, {})}, 5, [(1, r) for r in range(1, 41)])
+        hold, held = threading.Event(), threading.Event()
+
+        def block(_: sqlite3.Connection) -> None:
+            held.set()
+            hold.wait(30)
+
+        blocker = asyncio.ensure_future(database._conn.run(block))
+        await asyncio.to_thread(held.wait, 30)  # aiosqlite's thread is busy: the store queues
+        generation = database.generation
+        store = asyncio.create_task(
+            database.store_chunk(run["run_id"], chunk.rows, chunk.moments, chunk.keys)
+        )
+        await asyncio.sleep(0)  # it takes the lock and queues its transaction
+        store.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await store
+        hold.set()
+        await blocker
+        assert database.generation > generation  # the caches see a write that may have landed
+        created = await database.create_scenario("next", "uniform", {})
+        assert created["scenario_name"] == "next"
+        assert len(await database.run_results(run["run_id"])) == 40
+        assert (await database.get_run(run["run_id"]))["done"] == 40
+    finally:
+        await database.close()
+
+
+async def test_the_connection_runs_a_function_on_its_thread_after_what_was_queued() -> None:
+    database = await db.Database.open(":memory:")
+    try:
+        await database.create_scenario("first", "uniform", {})
+        renamed = asyncio.ensure_future(
+            database._conn.execute("UPDATE scenarios SET scenario_name = 'renamed'")
+        )
+        await asyncio.sleep(0)  # the update is queued for aiosqlite's thread
+        on_its_thread, names = await database._conn.run(
+            lambda conn: (
+                threading.current_thread() is not threading.main_thread(),
+                conn.execute("SELECT scenario_name FROM scenarios").fetchall(),
+            )
+        )
+        await renamed
+        assert on_its_thread
+        assert [tuple(row) for row in names] == [("renamed",)]
     finally:
         await database.close()
 
