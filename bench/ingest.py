@@ -58,9 +58,14 @@ async def _ingest_once(
     session: aiohttp.ClientSession, server: Server, rows: int, **body: Any
 ) -> Ingest:
     """One run of `rows` rows: rows/s end to end, and the service's CPU per row."""
-    loop_before, process_before = servers.thread_cpu_s(server.pid)
-    seconds = await timed_run_until_event(session, server, **body)
+    before: list[tuple[float, float]] = []
+
+    def take() -> None:
+        before.append(servers.thread_cpu_s(server.pid))
+
+    seconds = await timed_run_until_event(session, server, take, **body)
     loop_after, process_after = servers.thread_cpu_s(server.pid)
+    (loop_before, process_before), *_ = before
     return Ingest(
         rows / seconds,
         (loop_after - loop_before) / rows * 1e6,
@@ -130,11 +135,16 @@ class Scaled:
 async def _scaled_once(
     session: aiohttp.ClientSession, server: Server, rows: int, reps: int
 ) -> Scaled:
-    loop_before = servers.main_thread_cpu_s(server.pid)
-    service_before, workers_before = servers.tasks_cpu_s(server.pid)
-    seconds = await timed_run_until_event(session, server, replications=reps)
+    """One run: its time, and the CPU from its POST to its run.completed event."""
+    before: list[tuple[float, float, float]] = []
+
+    def take() -> None:
+        before.append((servers.main_thread_cpu_s(server.pid), *servers.tasks_cpu_s(server.pid)))
+
+    seconds = await timed_run_until_event(session, server, take, replications=reps)
     service_after, workers_after = servers.tasks_cpu_s(server.pid)
     loop_after = servers.main_thread_cpu_s(server.pid)
+    (loop_before, service_before, workers_before), *_ = before
     per_row = 1e6 / rows
     return Scaled(
         seconds,

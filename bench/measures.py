@@ -94,11 +94,19 @@ async def run_and_wait(
 
 
 async def timed_run_until_event(
-    session: aiohttp.ClientSession, server: Server, **body: Any
+    session: aiohttp.ClientSession,
+    server: Server,
+    before: Callable[[], object] = lambda: None,
+    **body: Any,
 ) -> float:
-    """Seconds from POST /api/simulations to this run's run.completed on /ws/events."""
+    """Seconds from POST /api/simulations to this run's run.completed on /ws/events.
+
+    `before` is called once the socket has its hello snapshot, just before the POST:
+    a measure of the run alone starts there.
+    """
     async with session.ws_connect(server.ws_url + "/ws/events") as ws:
         await ws.receive(timeout=30)  # the hello snapshot
+        before()
         began = time.perf_counter()
         started = await post_json(session, f"{server.url}/api/simulations", body)
         async with asyncio.timeout(RUN_TIMEOUT_S):
