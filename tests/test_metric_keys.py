@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -308,21 +309,29 @@ class _KeysSpy(Database):
         return await super().store_chunk(run_id, rows, stats, keys)
 
 
-async def _sink_and_run(pairs: int) -> tuple[_KeysSpy, runs.RunEvents, int]:
+def _odd_chunk(pairs: Sequence[tuple[int, int]]) -> chunks.Chunk:
+    return chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs)
+
+
+@contextlib.asynccontextmanager
+async def _sink_and_run(pairs: int) -> AsyncIterator[tuple[_KeysSpy, runs.RunEvents, int]]:
+    """A spied database, the runs' sink on it, and a started run of `pairs` pairs."""
     database = await _KeysSpy.open(":memory:", [("a", "odd", {})])
     database.sent = []
-    sink = runs.RunEvents(database, AggregateCache(database), Hub("events"), Hub("results"))
-    run = await database.create_run([1], pairs, 5, 0.0, {}, {})
-    await sink.run_started(run["run_id"])
-    return database, sink, run["run_id"]
+    try:
+        sink = runs.RunEvents(database, AggregateCache(database), Hub("events"), Hub("results"))
+        run = await database.create_run([1], pairs, 5, 0.0, {}, {})
+        await sink.run_started(run["run_id"])
+        yield database, sink, run["run_id"]
+    finally:
+        await database.close()
 
 
 async def test_a_running_run_sends_each_metrics_key_and_kind_to_storage_once() -> None:
     pairs = [(1, r) for r in range(1, 61)]
-    database, sink, run_id = await _sink_and_run(len(pairs))
-    try:
+    async with _sink_and_run(len(pairs)) as (database, sink, run_id):
         parts = [pairs[i : i + 6] for i in range(0, len(pairs), 6)]
-        computed = [chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, p) for p in parts]
+        computed = [_odd_chunk(p) for p in parts]
         for chunk in computed:
             await sink.results_ready(run_id, chunk)
         # Every key and kind went to storage exactly once, with the first chunk that had it.
@@ -341,35 +350,27 @@ async def test_a_running_run_sends_each_metrics_key_and_kind_to_storage_once() -
         bound = await database.export_bound(run_id)
         assert await database.export_metric_keys(run_id) == union
         assert union == await database._scan_metric_keys(run_id, bound)
-    finally:
-        await database.close()
 
 
 async def test_keys_of_a_chunk_whose_store_failed_are_sent_again_with_the_next() -> None:
     pairs = [(1, r) for r in range(1, 13)]
-    database, sink, run_id = await _sink_and_run(len(pairs))
-    try:
-        first = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[:6])
+    async with _sink_and_run(len(pairs)) as (database, sink, run_id):
+        first = _odd_chunk(pairs[:6])
         database.fail_next = True
         with pytest.raises(sqlite3.OperationalError):
             await sink.results_ready(run_id, first)
-        second = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[6:])
+        second = _odd_chunk(pairs[6:])
         await sink.results_ready(run_id, second)
         assert database.sent[1] == second.keys  # nothing of the failed chunk counted as stored
         assert await database.export_metric_keys(run_id) == second.keys
-    finally:
-        await database.close()
 
 
 async def test_a_restarted_run_records_its_keys_again() -> None:
     pairs = [(1, r) for r in range(1, 13)]
-    database, sink, run_id = await _sink_and_run(len(pairs))
-    try:
-        first = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[:6])
+    async with _sink_and_run(len(pairs)) as (database, sink, run_id):
+        first = _odd_chunk(pairs[:6])
         await sink.results_ready(run_id, first)
         await sink.run_started(run_id)  # resumed or extended: its keys are sent afresh
-        again = chunks.simulate_chunk({1: (OddMetricsModel(), {})}, 5, pairs[6:])
+        again = _odd_chunk(pairs[6:])
         await sink.results_ready(run_id, again)
         assert database.sent[1] == again.keys
-    finally:
-        await database.close()
