@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -356,9 +357,12 @@ def without_pairs(block: Pairs, stored: set[Pair]) -> Pairs:
 
 
 def chunk_units(chunk: Pairs) -> dict[int, int]:
-    """Each unit of a chunk with the number of its pairs there, in the units' order."""
-    units, counts = np.unique(chunk[:, 0], return_counts=True)
-    return dict(zip(units.tolist(), counts.tolist(), strict=True))
+    """Each unit of a chunk with the number of its pairs there, in order of appearance.
+
+    One pass in C: about half of what `np.unique` costs the event loop on a chunk of
+    a few hundred pairs whose memory other threads have just evicted from the caches.
+    """
+    return Counter(chunk[:, 0].tolist())
 
 
 def chunk_plan(plan: ScenarioPlan, units: Iterable[int]) -> ScenarioPlan:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from simsvc import backends, chunks, sim
+from simsvc import runner as runner_module
 from simsvc.runner import Batch, Finish, Job, Pair, PlainProcedure, Runner
 
 T = TypeVar("T")
@@ -231,3 +232,14 @@ async def test_a_chunk_ships_only_the_units_it_computes() -> None:
     assert runner.cancel(8)
     await task
     await runner.close()
+
+
+def test_a_chunks_units_are_counted_in_the_order_its_pairs_hold_them() -> None:
+    # What a chunk ships (its plan) and how its time is read (work per unit) rest on
+    # these counts; a resumed run's chunks miss some pairs.
+    block = runner_module.block_pairs([3, 1, 7], 1, 4)
+    kept = runner_module.without_pairs(block, {(1, 2), (7, 4), (3, 1)})
+    units = runner_module.chunk_units(kept)
+    assert units == {1: 3, 7: 3, 3: 3}
+    assert list(units) == [1, 7, 3]
+    assert runner_module.chunk_units(block[:4]) == {3: 2, 1: 1, 7: 1}
