@@ -52,28 +52,34 @@ def load() -> str:
 
 
 @dataclass
-class Ingest:
-    rows_per_s: float
+class MeasuredRun:
+    """One run end to end, and the CPU it took per row: the service's and its workers'."""
+
+    seconds: float
     loop_us: float
-    process_us: float
+    service_us: float
+    workers_us: float
 
 
-async def _ingest_once(
+async def _measured_run(
     session: aiohttp.ClientSession, server: Server, rows: int, **body: Any
-) -> Ingest:
-    """One run of `rows` rows: rows/s end to end, and the service's CPU per row."""
-    before: list[tuple[float, float]] = []
+) -> MeasuredRun:
+    """One run of `rows` rows: its time, and the CPU from its POST to its run.completed."""
+    before: list[tuple[float, float, float]] = []
 
     def take() -> None:
-        before.append(servers.thread_cpu_s(server.pid))
+        before.append((servers.main_thread_cpu_s(server.pid), *servers.tasks_cpu_s(server.pid)))
 
     seconds = await timed_run_until_event(session, server, take, **body)
-    loop_after, process_after = servers.thread_cpu_s(server.pid)
-    (loop_before, process_before), *_ = before
-    return Ingest(
-        rows / seconds,
-        (loop_after - loop_before) / rows * 1e6,
-        (process_after - process_before) / rows * 1e6,
+    service_after, workers_after = servers.tasks_cpu_s(server.pid)
+    loop_after = servers.main_thread_cpu_s(server.pid)
+    (loop_before, service_before, workers_before), *_ = before
+    per_row = 1e6 / rows
+    return MeasuredRun(
+        seconds,
+        (loop_after - loop_before) * per_row,
+        (service_after - service_before) * per_row,
+        (workers_after - workers_before) * per_row,
     )
 
 
@@ -85,7 +91,7 @@ async def ingest(settings: Settings) -> list[Row]:
     old = servers.simsvc(settings.workdir, source=source)
 
     async def body() -> list[Row]:
-        seen: dict[str, list[Ingest]] = {"new": [], "old": []}
+        seen: dict[str, list[MeasuredRun]] = {"new": [], "old": []}
         async with aiohttp.ClientSession() as session:
             ids = {
                 name: await create_scenarios(session, s.url, 3, "uniform", "uniform")
@@ -94,11 +100,12 @@ async def ingest(settings: Settings) -> list[Row]:
             for _ in range(settings.repeats):
                 for name, server in (("new", new), ("old", old)):
                     body = {"scenario_ids": ids[name], "replications": reps, "seed": reps}
-                    got = await _ingest_once(session, server, len(ids[name]) * reps, **body)
+                    got = await _measured_run(session, server, len(ids[name]) * reps, **body)
                     seen[name].append(got)
         mine, before = seen["new"], seen["old"]
-        rate = median([i.rows_per_s for i in mine])
-        old_rate = median([i.rows_per_s for i in before])
+        rows = 3 * reps
+        rate = median([rows / i.seconds for i in mine])
+        old_rate = median([rows / i.seconds for i in before])
         loop_us = median([i.loop_us for i in mine])
         return [
             Row(
@@ -112,9 +119,9 @@ async def ingest(settings: Settings) -> list[Row]:
             ),
             Row(
                 "service CPU per stored row: event loop (main thread) / whole process",
-                f"{loop_us:.2f} / {median([i.process_us for i in mine]):.2f} µs",
+                f"{loop_us:.2f} / {median([i.service_us for i in mine]):.2f} µs",
                 f"{BASELINE} {median([i.loop_us for i in before]):.2f}"
-                f" / {median([i.process_us for i in before]):.2f} µs",
+                f" / {median([i.service_us for i in before]):.2f} µs",
                 "",
                 f"loop <= {LOOP_US_PER_ROW:g} µs",
                 loop_us <= LOOP_US_PER_ROW,
@@ -124,38 +131,6 @@ async def ingest(settings: Settings) -> list[Row]:
         ]
 
     return await with_servers([new, old], body)
-
-
-@dataclass
-class Scaled:
-    """One run end to end, and the CPU it took per row: the service's and its workers'."""
-
-    seconds: float
-    loop_us: float
-    service_us: float
-    workers_us: float
-
-
-async def _scaled_once(
-    session: aiohttp.ClientSession, server: Server, rows: int, reps: int
-) -> Scaled:
-    """One run: its time, and the CPU from its POST to its run.completed event."""
-    before: list[tuple[float, float, float]] = []
-
-    def take() -> None:
-        before.append((servers.main_thread_cpu_s(server.pid), *servers.tasks_cpu_s(server.pid)))
-
-    seconds = await timed_run_until_event(session, server, take, replications=reps)
-    service_after, workers_after = servers.tasks_cpu_s(server.pid)
-    loop_after = servers.main_thread_cpu_s(server.pid)
-    (loop_before, service_before, workers_before), *_ = before
-    per_row = 1e6 / rows
-    return Scaled(
-        seconds,
-        (loop_after - loop_before) * per_row,
-        (service_after - service_before) * per_row,
-        (workers_after - workers_before) * per_row,
-    )
 
 
 async def scaling_warehouse(settings: Settings) -> list[Row]:
@@ -177,12 +152,12 @@ async def scaling_warehouse(settings: Settings) -> list[Row]:
     }
 
     async def body() -> list[Row]:
-        seen: dict[tuple[str, int], list[Scaled]] = {key: [] for key in systems}
+        seen: dict[tuple[str, int], list[MeasuredRun]] = {key: [] for key in systems}
         async with aiohttp.ClientSession() as session:
             for repeat in range(settings.repeats):
                 order = list(systems.items())
                 for key, server in order if repeat % 2 == 0 else reversed(order):
-                    seen[key].append(await _scaled_once(session, server, rows, reps))
+                    seen[key].append(await _measured_run(session, server, rows, replications=reps))
 
         def ratios(version: str) -> list[float]:
             pairs = zip(seen[version, 1], seen[version, 2], strict=True)
