@@ -332,7 +332,11 @@ def _export_row(
     target = ""
     met: bool | None = None
     if first:
+        # Loading pyarrow (and pandas) grows the process once, by about 64 MiB: its RSS
+        # is reported, the event loop's lag held to the target.
         version = "first in the process, loading pyarrow"
+        target = "health p99 < 50 ms"
+        met = got.health_p99_ms < 50
     elif not version:
         csv_ok = fmt != "csv" or got.rows_per_s >= CSV_ROWS_PER_S
         target = f"RSS < {mb(EXPORT_RSS_BYTES)}, health p99 < 50 ms"

@@ -321,6 +321,8 @@ def _load_pyarrow() -> None:
     pyarrow imports pandas, when installed, on its first array: some 60,000 objects that
     live as long as the process. Left in the collector's care, each full collection (and
     an export makes a dozen) walks them all and holds the event loop for 50 ms or more.
+    They are frozen without a full collection first, which would hold it as long once:
+    the little cyclic garbage of the imports is kept for good instead.
     """
     global _pyarrow_loaded
     if _pyarrow_loaded:
@@ -330,7 +332,6 @@ def _load_pyarrow() -> None:
     import pyarrow.parquet
 
     pa.array([0])
-    gc.collect()  # nothing that is garbage now is kept for good
     gc.freeze()
     _pyarrow_loaded = True
 

@@ -217,6 +217,22 @@ async def test_parquet_without_pyarrow_is_406_naming_the_extra(
     assert "simsvc[parquet]" in (await resp.json())["detail"]
 
 
+def test_loading_pyarrow_freezes_its_objects_without_a_full_collection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full collection of the whole process holds the event loop for tens of ms."""
+    pytest.importorskip("pyarrow")
+    collected: list[int] = []
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: collected.append(generation) or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(exports, "_pyarrow_loaded", False)
+    exports._load_pyarrow()
+    exports._load_pyarrow()  # once per process
+    assert frozen == [True]
+    assert collected == []
+
+
 async def test_export_of_a_missing_run_is_404_and_a_bad_format_400(client: Client) -> None:
     assert (await client.get("/api/simulations/999/results?format=csv")).status == 404
     resp = await client.get("/api/simulations/1/results?format=xlsx")
