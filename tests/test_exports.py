@@ -224,7 +224,12 @@ def test_loading_pyarrow_freezes_its_objects_without_a_full_collection(
     pytest.importorskip("pyarrow")
     collected: list[int] = []
     frozen: list[bool] = []
-    monkeypatch.setattr(gc, "collect", lambda generation=2: collected.append(generation) or 0)
+
+    def collect(generation: int = 2) -> int:
+        collected.append(generation)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
     monkeypatch.setattr(exports, "_pyarrow_loaded", False)
     exports._load_pyarrow()
