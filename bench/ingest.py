@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from . import fanout, servers
+from . import fanout, machine, servers
 from .measures import (
     Row,
     Settings,
@@ -42,6 +42,9 @@ EXPORT_RSS_BYTES = 50 * 2**20
 # than 1 worker did, by more than this share, was slowed by the machine's other tenants
 # (in its run with 2 workers, or with 1), not by the service.
 CONTENDED = 0.02
+# A repeat in which bare processes computing the same replications scaled at least this
+# much: the machine let two processes run side by side at about full speed.
+MACHINE_SCALES = 1.95
 # The exports before rows were encoded by orjson (schema 2, so it reads the same file).
 EXPORT_BASELINE = os.environ.get("BENCH_EXPORT_BASELINE", "9265832")
 
@@ -153,10 +156,20 @@ async def scaling_warehouse(settings: Settings) -> list[Row]:
 
     async def body() -> list[Row]:
         seen: dict[tuple[str, int], list[MeasuredRun]] = {key: [] for key in systems}
-        async with aiohttp.ClientSession() as session:
+        bare: dict[int, list[float]] = {1: [], 2: []}
+        async with (
+            aiohttp.ClientSession() as session,
+            machine.BarePool(1) as alone,
+            machine.BarePool(2) as pair,
+        ):
             for repeat in range(settings.repeats):
-                order = list(systems.items())
-                for key, server in order if repeat % 2 == 0 else reversed(order):
+                order: list[tuple[tuple[str, int], Server] | machine.BarePool]
+                order = [*systems.items(), alone, pair]
+                for item in order if repeat % 2 == 0 else reversed(order):
+                    if isinstance(item, machine.BarePool):
+                        bare[item.workers].append(await item.seconds(reps))
+                        continue
+                    key, server = item
                     seen[key].append(await _measured_run(session, server, rows, replications=reps))
 
         def ratios(version: str) -> list[float]:
@@ -177,6 +190,13 @@ async def scaling_warehouse(settings: Settings) -> list[Row]:
             ratio
             for ratio, a, b in zip(ratios("new"), seen["new", 1], seen["new", 2], strict=True)
             if abs(b.workers_us / a.workers_us - 1) <= CONTENDED
+        ]
+        machine_ratios = [one / two for one, two in zip(bare[1], bare[2], strict=True)]
+        shares = [ours / its for ours, its in zip(ratios("new"), machine_ratios, strict=True)]
+        scaling_machine = [
+            ours
+            for ours, its in zip(ratios("new"), machine_ratios, strict=True)
+            if its >= MACHINE_SCALES
         ]
         return [
             Row(
@@ -220,6 +240,39 @@ async def scaling_warehouse(settings: Settings) -> list[Row]:
                 f"{len(uncontended)} of {len(ratios('new'))} repeats: the workers' CPU per row"
                 f" within {CONTENDED:.0%} of one worker's, either way, so that the ratio"
                 " measures the service, not the machine's other tenants",
+            ),
+            Row(
+                "the same replications in bare processes (no service): 2 vs 1",
+                f"{median(machine_ratios):.2f}x",
+                "",
+                "",
+                "report",
+                None,
+                "the machine's own ceiling in the same repeats ("
+                + ", ".join(f"{r:.2f}" for r in machine_ratios)
+                + "): `simulate_chunk` in a process pool of 1 and of 2, storing nothing",
+            ),
+            Row(
+                "end to end 2 vs 1, as a share of the bare processes' in the same repeat",
+                f"{median(shares):.1%}",
+                "",
+                "",
+                "report",
+                None,
+                "median of the repeats' shares ("
+                + ", ".join(f"{r:.1%}" for r in shares)
+                + "); what the service costs two workers, with the machine's own loss"
+                " taken out",
+            ),
+            Row(
+                f"end to end, the repeats whose bare processes reached {MACHINE_SCALES:g}x",
+                f"{median(scaling_machine):.2f}x" if scaling_machine else "none",
+                "",
+                "",
+                "report",
+                None,
+                f"{len(scaling_machine)} of {len(machine_ratios)} repeats: those in which the"
+                " machine itself let two processes scale",
             ),
             Row(
                 "2 vs 1 as the service's CPU alone bounds it: 2W / (W + S)",
