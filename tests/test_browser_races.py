@@ -162,3 +162,41 @@ def test_a_reconnect_reads_the_followed_run_the_snapshot_left_out(
     expect(item).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
     history = page.locator(f'#history-table tr[data-run-id="{run_id}"]')
     expect(history).to_contain_text("cancelled", timeout=WAIT_MS)
+
+
+PROGRESS_PAST = """([id, n]) => performance.getEntriesByName("simsvc:event")
+  .filter((m) => m.detail.type === "run.progress" && m.detail.runId === id).length > n"""
+PROGRESS_SEEN = """(id) => performance.getEntriesByName("simsvc:event")
+  .filter((m) => m.detail.type === "run.progress" && m.detail.runId === id).length"""
+
+
+def test_a_resumed_run_shows_as_running_from_its_progress_alone(
+    open_page: OpenPage, server: Server
+) -> None:
+    page = open_page()
+    run_id = server.api(
+        "POST", "/api/simulations", {"scenario_ids": [1], "replications": 5000, "pace_s": 0.05}
+    ).json()["run_id"]
+    try:
+        wait_for_event(page, "run.progress", run_id)
+        assert server.api("POST", f"/api/simulations/{run_id}/cancel").ok
+        item = page.locator(f'#live-list li[data-run-id="{run_id}"]')
+        expect(item).to_have_attribute("data-status", "cancelled")
+        heard: int = page.evaluate(PROGRESS_SEEN, run_id)
+        held: list[Route] = []
+
+        def answer_once_progress_is_heard(route: Route) -> None:
+            # The restart's event and this answer say no more than the page knew at the
+            # cancel; later progress is what tells it the run is running again.
+            response = route.fetch()
+            page.wait_for_function(PROGRESS_PAST, arg=[run_id, heard], timeout=WAIT_MS)
+            route.fulfill(response=response)
+
+        page.route(f"**/api/simulations/{run_id}/resume", answer_once_progress_is_heard)
+        # The run as stored is never answered: the events alone must carry the page.
+        page.route(f"**/api/simulations/{run_id}", lambda route: held.append(route))
+        page.get_by_role("button", name=f"Resume run #{run_id}").click()
+        expect(item).to_have_attribute("data-status", "running")
+    finally:
+        server.api("POST", f"/api/simulations/{run_id}/cancel")
+    expect(item).to_have_attribute("data-status", "cancelled")

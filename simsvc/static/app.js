@@ -481,7 +481,9 @@ const handlers = {
   },
   "run.progress"(e) {
     const run = state.runs.get(e.run_id);
-    if (run && TERMINAL.has(run.status)) return;
+    // Progress of a run known to have ended is stale, unless it stored more than the end
+    // did: the run was resumed or extended, and the page may not have heard it restart.
+    if (run && TERMINAL.has(run.status) && e.done <= run.done) return;
     if (run) {
       const replications = e.total / Math.max(run.scenario_ids.length, 1);
       const waiting = e.waiting_for_workers ? e.waiting_since ?? true : null;
