@@ -201,7 +201,7 @@ async def scaling_warehouse(settings: Settings) -> list[Row]:
         return [
             Row(
                 f"end to end, 3 x {reps:,} `warehouse`: 2 process workers vs 1",
-                f"{new:.2f}x ({rate(('new', 2))})",
+                f"{new:.3f}x ({rate(('new', 2))})",
                 f"{BASELINE} {old:.2f}x ({rate(('old', 2))})",
                 "",
                 ">= 1.9x",
