@@ -31,10 +31,12 @@ log = logging.getLogger(__name__)
 # A chunk computes for about this long, so that progress stays live and a chunk that
 # cannot be stopped (on a thread or a Dask worker) ends soon after its run is cancelled.
 CHUNK_SECONDS = 0.25
-# Near a batch's end chunks shrink (guided self-scheduling): each holds at most
-# 1/TAIL_SHARE of one worker's share of the pairs left, so the workers finish together;
-# but never less than this much computing, which would cost more to ship than to compute.
-TAIL_SHARE = 2
+# Near a batch's end chunks shrink (guided self-scheduling): each holds at most one
+# worker's share of the pairs left. Taken by whichever worker is free, in the order they
+# were made, chunks of halving size let the workers finish together. Halving rather than
+# shrinking more gently: each chunk costs the service a fixed share of CPU besides its
+# rows (shipping it, its own transaction, the loop's bookkeeping), which two workers on
+# two cores pay out of their own time. Never less than this much computing.
 MIN_CHUNK_SECONDS = 0.02
 # A chunk's rows, as the service holds them until they are stored, take at most about
 # this much memory: 2 x workers chunks are in flight. Pickled, they are 5-10x smaller.
@@ -410,13 +412,13 @@ def chunk_size(
 
     About `CHUNK_SECONDS` of computing at `speed` seconds per unit (assumed from the
     model's own `work` until measured, when chunks are also at most `PROBE_REPLICATIONS`),
-    at most 1/`TAIL_SHARE` of a worker's share of what is left, but, once the speed is
-    measured, not under `MIN_CHUNK_SECONDS` of computing; within `CHUNK_BYTES` of rows
-    of `row_bytes` each.
+    at most one worker's share of what is left, but, once the speed is measured, not
+    under `MIN_CHUNK_SECONDS` of computing; within `CHUNK_BYTES` of rows of `row_bytes`
+    each.
     """
     seconds = work * (speed or ASSUMED_SECONDS_PER_WORK)
     by_time = int(CHUNK_SECONDS / seconds)
-    by_share = math.ceil(left / (TAIL_SHARE * max(workers, 1)))
+    by_share = math.ceil(left / max(workers, 1))
     if speed is None:
         return max(1, min(PROBE_REPLICATIONS, by_share, by_time))
     by_share = max(by_share, int(MIN_CHUNK_SECONDS / seconds))

@@ -190,15 +190,15 @@ async def test_chunks_are_sized_by_time_learnt_from_the_chunks_that_came_back(
         (1_000_000, 0.00001, 2, ROW_BYTES, CHUNK_BYTES // ROW_BYTES),
         # rows with long metrics text take more memory: fewer of them
         (1_000_000, 0.00001, 2, 4 * ROW_BYTES, CHUNK_BYTES // (4 * ROW_BYTES)),
-        # near the end: half of each worker's share of what is left
-        (400, 0.001, 2, ROW_BYTES, 100),
+        # near the end: one worker's share of what is left
+        (400, 0.001, 2, ROW_BYTES, 200),
         # at the very end, not less than MIN_CHUNK_SECONDS of computing
         (40, 0.001, 2, ROW_BYTES, round(MIN_CHUNK_SECONDS / 0.001)),
         # more workers, smaller shares
-        (1600, 0.001, 8, ROW_BYTES, 100),
+        (1600, 0.001, 8, ROW_BYTES, 200),
         # not yet timed: a short run is still shared among the workers, whatever the
         # assumed speed says of a chunk's least worthwhile size
-        (10, None, 2, ROW_BYTES, 3),
+        (10, None, 2, ROW_BYTES, 5),
     ],
 )
 def test_chunks_shrink_as_a_batch_nears_its_end(
@@ -225,9 +225,9 @@ async def test_the_last_chunks_of_a_run_are_small_so_the_workers_finish_together
         finished += 1
     await task
     await runner.close()
-    # After the probes, a quarter of what is left (two workers, two chunks each), down
-    # to 200, and what remains.
-    assert [len(c) for c in backend.chunks] == [16] * 4 + [484, 363, 273, 204, 200, 200, 200, 12]
+    # After the probes, one worker's share of what is left (half, with two workers),
+    # down to 200, and what remains.
+    assert [len(c) for c in backend.chunks] == [16] * 4 + [968, 484, 242, 200, 42]
 
 
 async def test_rows_with_long_metrics_make_smaller_chunks() -> None:
