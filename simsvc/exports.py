@@ -321,18 +321,25 @@ def _load_pyarrow() -> None:
     pyarrow imports pandas, when installed, on its first array: some 60,000 objects that
     live as long as the process. Left in the collector's care, each full collection (and
     an export makes a dozen) walks them all and holds the event loop for 50 ms or more.
-    They are frozen without a full collection first, which would hold it as long once:
-    the little cyclic garbage of the imports is kept for good instead.
+    No collection runs while they are made (their number would set off a full one, which
+    holds the event loop as long), and they are frozen after without one: the little
+    cyclic garbage of the imports is kept for good instead.
     """
     global _pyarrow_loaded
     if _pyarrow_loaded:
         return
-    import pyarrow as pa
-    import pyarrow.compute
-    import pyarrow.parquet
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        import pyarrow as pa
+        import pyarrow.compute
+        import pyarrow.parquet
 
-    pa.array([0])
-    gc.freeze()
+        pa.array([0])
+        gc.freeze()
+    finally:
+        if collecting:
+            gc.enable()
     _pyarrow_loaded = True
 
 

@@ -220,22 +220,33 @@ async def test_parquet_without_pyarrow_is_406_naming_the_extra(
 def test_loading_pyarrow_freezes_its_objects_without_a_full_collection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A full collection of the whole process holds the event loop for tens of ms."""
-    pytest.importorskip("pyarrow")
+    """A full collection of the whole process holds the event loop for tens of ms: none
+    is run, and none can start on its own while pyarrow (and pandas) make their objects."""
+    pa = pytest.importorskip("pyarrow")
     collected: list[int] = []
     frozen: list[bool] = []
+    collector_on_while_made: list[bool] = []
+    array = pa.array
 
     def collect(generation: int = 2) -> int:
         collected.append(generation)
         return 0
 
+    def first_array(values: Any) -> Any:
+        collector_on_while_made.append(gc.isenabled())
+        return array(values)
+
     monkeypatch.setattr(gc, "collect", collect)
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(pa, "array", first_array)
     monkeypatch.setattr(exports, "_pyarrow_loaded", False)
+    assert gc.isenabled()
     exports._load_pyarrow()
     exports._load_pyarrow()  # once per process
     assert frozen == [True]
     assert collected == []
+    assert collector_on_while_made == [False]
+    assert gc.isenabled()  # on again after
 
 
 async def test_export_of_a_missing_run_is_404_and_a_bad_format_400(client: Client) -> None:
