@@ -42,9 +42,6 @@ EXPORT_RSS_BYTES = 50 * 2**20
 # than 1 worker did, by more than this share, was slowed by the machine's other tenants
 # (in its run with 2 workers, or with 1), not by the service.
 CONTENDED = 0.02
-# A repeat in which bare processes computing the same replications scaled at least this
-# much: the machine let two processes run side by side at about full speed.
-MACHINE_SCALES = 1.95
 # The exports before rows were encoded by orjson (schema 2, so it reads the same file).
 EXPORT_BASELINE = os.environ.get("BENCH_EXPORT_BASELINE", "9265832")
 
@@ -193,11 +190,6 @@ async def scaling_warehouse(settings: Settings) -> list[Row]:
         ]
         machine_ratios = [one / two for one, two in zip(bare[1], bare[2], strict=True)]
         shares = [ours / its for ours, its in zip(ratios("new"), machine_ratios, strict=True)]
-        scaling_machine = [
-            ours
-            for ours, its in zip(ratios("new"), machine_ratios, strict=True)
-            if its >= MACHINE_SCALES
-        ]
         return [
             Row(
                 f"end to end, 3 x {reps:,} `warehouse`: 2 process workers vs 1",
@@ -263,16 +255,6 @@ async def scaling_warehouse(settings: Settings) -> list[Row]:
                 + ", ".join(f"{r:.1%}" for r in shares)
                 + "); what the service costs two workers, with the machine's own loss"
                 " taken out",
-            ),
-            Row(
-                f"end to end, the repeats whose bare processes reached {MACHINE_SCALES:g}x",
-                f"{median(scaling_machine):.2f}x" if scaling_machine else "none",
-                "",
-                "",
-                "report",
-                None,
-                f"{len(scaling_machine)} of {len(machine_ratios)} repeats: those in which the"
-                " machine itself let two processes scale",
             ),
             Row(
                 "2 vs 1 as the service's CPU alone bounds it: 2W / (W + S)",

@@ -164,7 +164,7 @@ def main_thread_cpu_s(pid: int) -> float:
     """CPU seconds of a process's main thread (its event loop), to the nanosecond on Linux."""
     path = Path(f"/proc/{pid}/task/{pid}/schedstat")
     if path.exists():
-        return int(path.read_text().split()[0]) / 1e9
+        return _scheduled_ns(path) / 1e9
     return thread_cpu_s(pid)[0]
 
 
@@ -187,8 +187,13 @@ def _schedstat_s(pid: int) -> float:
     total = 0
     for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
         with contextlib.suppress(OSError):  # the thread or the process has just ended
-            total += int(task.read_text().split()[0])
+            total += _scheduled_ns(task)
     return total / 1e9
+
+
+def _scheduled_ns(schedstat: Path) -> int:
+    """A task's time on a CPU: the first field of its `schedstat`."""
+    return int(schedstat.read_text().split()[0])
 
 
 def peer(workdir: Path, reps: int = 3) -> Server:

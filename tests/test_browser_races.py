@@ -164,10 +164,9 @@ def test_a_reconnect_reads_the_followed_run_the_snapshot_left_out(
     expect(history).to_contain_text("cancelled", timeout=WAIT_MS)
 
 
-PROGRESS_PAST = """([id, n]) => performance.getEntriesByName("simsvc:event")
-  .filter((m) => m.detail.type === "run.progress" && m.detail.runId === id).length > n"""
 PROGRESS_SEEN = """(id) => performance.getEntriesByName("simsvc:event")
   .filter((m) => m.detail.type === "run.progress" && m.detail.runId === id).length"""
+PROGRESS_PAST = f"([id, n]) => ({PROGRESS_SEEN})(id) > n"
 
 
 def test_a_resumed_run_shows_as_running_from_its_progress_alone(
